@@ -1,0 +1,375 @@
+"""The ``AgentPipeline`` and ``AgentPipelineTemplate`` specs (DESIGN §2).
+
+These models are the only schema: ``stagecoach validate`` parses manifests with them, the
+engine plans over them and ``stagecoach crds`` generates the CRDs from them. Rules that
+involve one object (exactly one of ``agent``/``run``) live here as validators and as
+``x-kubernetes-validations`` so the API server enforces them too; rules across objects
+(graph shape, expressions, providers) live in :mod:`stagecoach.engine.validation`.
+No side effects.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import Field, JsonValue, model_validator
+
+from ._base import ApiModel, Duration
+from .meta import ObjectMeta
+
+__all__ = [
+    "DNS_LABEL",
+    "ERROR_CLASSES",
+    "RETRYABLE_DEFAULT",
+    "AgentSpec",
+    "Backoff",
+    "Budget",
+    "ContextPolicy",
+    "Defaults",
+    "EnvVar",
+    "ErrorClass",
+    "Fallback",
+    "OutputSpec",
+    "PipelineSpec",
+    "Resources",
+    "RetryPolicy",
+    "Route",
+    "RunSpec",
+    "S3Storage",
+    "SecretKeyRef",
+    "Stage",
+    "StageSpecBody",
+    "Storage",
+    "TemplateParam",
+    "TemplateRef",
+    "TemplateSpec",
+]
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+ErrorClass = Literal[
+    "Error",
+    "Timeout",
+    "RateLimited",
+    "MalformedOutput",
+    "ProviderUnavailable",
+    "ContextOverflow",
+    "BudgetExceeded",
+    "OutputTooLarge",
+    "InvalidInput",
+]
+ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
+RETRYABLE_DEFAULT: tuple[str, ...] = (
+    "Error",
+    "Timeout",
+    "RateLimited",
+    "MalformedOutput",
+    "ProviderUnavailable",
+)
+
+
+class OutputSpec(ApiModel):
+    """How a stage's output is interpreted and checked."""
+
+    format: Literal["text", "json"] = Field(
+        "text", description="text: the raw answer; json: parsed JSON, checked against schema."
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        alias="schema",
+        description="JSON Schema the parsed output must satisfy (format json only).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _schema_needs_json(self) -> OutputSpec:
+        if self.json_schema is not None and self.format != "json":
+            raise ValueError("schema is only allowed with format: json")
+        return self
+
+
+class Fallback(ApiModel):
+    """A provider/model pair tried when the stage's own provider fails."""
+
+    provider: str = Field(description="ModelProvider name in the same namespace.")
+    model: str | None = Field(None, description="Model name at that provider.")
+
+
+class ContextPolicy(ApiModel):
+    """What to do when the rendered inputs exceed the model's context window."""
+
+    overflow: Literal["truncate", "fail"] = Field(
+        "fail",
+        description="truncate: shorten the largest inputs (recorded as ContextTruncated); "
+        "fail: the attempt fails with ContextOverflow.",
+    )
+
+
+class AgentSpec(ApiModel):
+    """An LLM call: a prompt rendered with Jinja2 and sent to a ModelProvider."""
+
+    provider: str | None = Field(
+        None, description="ModelProvider name; defaults to spec.defaults.provider."
+    )
+    model: str | None = Field(None, description="Model name; defaults to spec.defaults.model.")
+    system: str | None = Field(None, description="System prompt (Jinja2 template).")
+    prompt: str = Field(description="User prompt (sandboxed Jinja2 template, StrictUndefined).")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(None, ge=1, description="Maximum output tokens.")
+    output: OutputSpec | None = Field(None, description="Output format and JSON Schema.")
+    fallbacks: list[Fallback] = Field(
+        default_factory=list, description="Providers tried in order when the provider fails."
+    )
+    context: ContextPolicy | None = Field(None, description="Context-window overflow policy.")
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret of the pipeline's namespace."""
+
+    name: str = Field(description="Secret name.")
+    key: str = Field(description="Key within the Secret.")
+
+
+class EnvVar(ApiModel):
+    """An environment variable for a run stage's container."""
+
+    name: str = Field(description="Variable name.")
+    value: str | None = Field(None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        None,
+        description="Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class RunSpec(ApiModel):
+    """A container (a subprocess in local mode) that reads STAGECOACH_INPUT and writes
+    STAGECOACH_OUTPUT."""
+
+    image: str = Field(description="Container image (not used in local mode).")
+    command: list[str] = Field(min_length=1, description="Command to execute.")
+    args: list[str] = Field(default_factory=list, description="Arguments after the command.")
+    env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
+    working_dir: str | None = Field(None, description="Working directory of the command.")
+    output: OutputSpec | None = Field(None, description="Output format and JSON Schema.")
+
+
+class Route(ApiModel):
+    """A conditional back-edge: after the stage succeeds, go back to an ancestor."""
+
+    when: str = Field(description="CEL condition evaluated after the stage succeeds.")
+    goto: str = Field(description="An ancestor stage: it and everything after it run again.")
+    max_iterations: int = Field(
+        ge=1,
+        description="How many iterations this back-edge may give its target in total "
+        "(the target's first run counts as iteration 1).",
+    )
+    otherwise: Literal["continue", "fail"] = Field(
+        "continue", description="When the iterations are used up: continue (default) or fail."
+    )
+
+
+class Backoff(ApiModel):
+    """Exponential backoff between attempts: initial * factor^(n-1), capped, with jitter."""
+
+    initial: Duration = Field(timedelta(seconds=1), description="Delay before the 2nd attempt.")
+    factor: float = Field(2.0, ge=1, description="Multiplier per further attempt.")
+    max: Duration = Field(timedelta(minutes=1), description="Upper bound on the delay.")
+    jitter: float = Field(0.1, ge=0, le=1, description="Random ± fraction applied to the delay.")
+
+
+class RetryPolicy(ApiModel):
+    """How often and on which error classes a stage attempt is retried."""
+
+    limit: int = Field(0, ge=0, description="Retries after the first attempt.")
+    backoff: Backoff = Field(default_factory=Backoff, description="Delay between attempts.")
+    on: list[ErrorClass] = Field(
+        default_factory=lambda: list(RETRYABLE_DEFAULT),  # type: ignore[arg-type]
+        description="Error classes that are retried (InvalidInput never is).",
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources for the stage's pod (Kubernetes quantities)."""
+
+    requests: dict[str, str] = Field(default_factory=dict, description="Resource requests.")
+    limits: dict[str, str] = Field(default_factory=dict, description="Resource limits.")
+
+
+_EXACTLY_ONE: dict[str, JsonValue] = {
+    "rule": "has(self.agent) != has(self.run)",
+    "message": "a stage needs exactly one of agent or run",
+}
+
+
+class StageSpecBody(ApiModel):
+    """Fields shared by pipeline stages and finally stages."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_EXACTLY_ONE]}}
+
+    name: str = Field(
+        max_length=63, pattern=DNS_LABEL, description="DNS label, unique within the pipeline."
+    )
+    agent: AgentSpec | None = Field(None, description="An LLM call (exactly one of agent/run).")
+    run: RunSpec | None = Field(None, description="A container (exactly one of agent/run).")
+    retry: RetryPolicy | None = Field(None, description="Retry policy per attempt.")
+    timeout: Duration | None = Field(None, description="Deadline of one attempt.")
+    resources: Resources | None = Field(None, description="Pod resources in the cluster.")
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> StageSpecBody:
+        if (self.agent is None) == (self.run is None):
+            raise ValueError("a stage needs exactly one of agent or run")
+        return self
+
+
+class Stage(StageSpecBody):
+    """One step of the pipeline: an agent call or a container, with its wiring."""
+
+    depends_on: list[str] = Field(
+        default_factory=list, description="Stages that must finish first (fan-in)."
+    )
+    when: str | None = Field(None, description="CEL condition; false skips the stage.")
+    for_each: str | None = Field(
+        None, description="CEL expression yielding a list; one instance per item (fan-out)."
+    )
+    routes: list[Route] = Field(
+        default_factory=list, description="Back-edges evaluated in order after success."
+    )
+    on_failure: Literal["fail", "continue"] = Field(
+        "fail", description="fail the pipeline, or continue with this stage's output null."
+    )
+
+
+class TemplateRef(ApiModel):
+    """Reference to an AgentPipelineTemplate in the same namespace."""
+
+    name: str = Field(description="Template name.")
+
+
+class Budget(ApiModel):
+    """Token budget over the whole pipeline."""
+
+    max_tokens: int = Field(ge=1, description="Input+output tokens over all stages.")
+
+
+class S3Storage(ApiModel):
+    """An S3-compatible bucket."""
+
+    bucket: str = Field(description="Bucket name.")
+    prefix: str = Field("", description="Key prefix.")
+    endpoint: str | None = Field(None, description="Endpoint URL for non-AWS servers.")
+    region: str | None = Field(None, description="Region.")
+    credentials_secret: str | None = Field(
+        None, description="Secret with accessKeyId and secretAccessKey."
+    )
+
+
+class Storage(ApiModel):
+    """Where outputs and the trace are stored."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {"rule": "self.type != 's3' || has(self.s3)", "message": "type s3 needs s3"}
+            ]
+        }
+    }
+
+    type: Literal["configmap", "s3", "local"] = Field(
+        "configmap", description="configmap (cluster default), s3, or local (local mode)."
+    )
+    s3: S3Storage | None = Field(None, description="Bucket settings for type s3.")
+
+    @model_validator(mode="after")
+    def _s3_needs_bucket(self) -> Storage:
+        if self.type == "s3" and self.s3 is None:
+            raise ValueError("storage type s3 needs the s3 settings (bucket, ...)")
+        return self
+
+
+class Defaults(ApiModel):
+    """Values applied to every stage that does not set them."""
+
+    provider: str | None = Field(None, description="Default ModelProvider for agent stages.")
+    model: str | None = Field(None, description="Default model for agent stages.")
+    timeout: Duration | None = Field(None, description="Default per-attempt timeout.")
+    retry: RetryPolicy | None = Field(None, description="Default retry policy.")
+
+
+_STAGE_LIST: dict[str, JsonValue] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}
+
+
+class PipelineSpec(ApiModel):
+    """The desired pipeline: stages inline or a template reference, plus limits."""
+
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.templateRef) != has(self.stages)",
+                    "message": "set exactly one of templateRef or stages",
+                },
+            ]
+        }
+    }
+
+    template_ref: TemplateRef | None = Field(None, description="Template to instantiate.")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Parameters, merged over the template's defaults.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    max_parallel: int | None = Field(None, ge=1, description="Stages running at once.")
+    timeout: Duration | None = Field(None, description="Whole-pipeline deadline.")
+    budget: Budget | None = Field(None, description="Token budget.")
+    storage: Storage | None = Field(None, description="Output and trace storage.")
+    defaults: Defaults | None = Field(None, description="Stage defaults.")
+    stages: list[Stage] | None = Field(
+        None, description="The stages (unless templateRef).", json_schema_extra=_STAGE_LIST
+    )
+    finally_: list[StageSpecBody] | None = Field(
+        None,
+        alias="finally",
+        description="Stages run after everything else, whatever the outcome.",
+        json_schema_extra=_STAGE_LIST,
+    )
+    output: str | None = Field(None, description="Final assembly (Jinja2 template).")
+
+    @model_validator(mode="after")
+    def _template_or_stages(self) -> PipelineSpec:
+        if (self.template_ref is None) == (self.stages is None):
+            raise ValueError("set exactly one of templateRef or stages")
+        return self
+
+
+class TemplateParam(ApiModel):
+    """A template parameter."""
+
+    default: Any = Field(
+        None,
+        description="Default value.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    description: str | None = Field(None, description="What the parameter means.")
+
+
+class TemplateSpec(ApiModel):
+    """A reusable pipeline body with parameter defaults."""
+
+    params: dict[str, TemplateParam] = Field(
+        default_factory=dict, description="Parameters with defaults."
+    )
+    defaults: Defaults | None = Field(None, description="Stage defaults.")
+    stages: list[Stage] = Field(description="The stages.", json_schema_extra=_STAGE_LIST)
+    finally_: list[StageSpecBody] | None = Field(
+        None, alias="finally", description="Finally stages.", json_schema_extra=_STAGE_LIST
+    )
+    output: str | None = Field(None, description="Final assembly (Jinja2 template).")
+
+
+_ = ObjectMeta  # re-exported through stagecoach.api

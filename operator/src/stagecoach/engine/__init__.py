@@ -1,0 +1,65 @@
+"""The pure engine: graph, expressions, decisions and ``plan()``.
+
+Imports only the standard library, :mod:`stagecoach.api` and the expression libraries
+(CEL, Jinja2); never Kubernetes, never I/O, never the clock. Used alike by
+``stagecoach validate``, the local executor and the operator.
+"""
+
+from .actions import (
+    Action,
+    FinishPipeline,
+    RecordDecision,
+    ResetIteration,
+    ScheduleRetry,
+    SkipStage,
+    StageEvent,
+    StartAttempt,
+    StopAttempt,
+)
+from .dag import Graph, GraphError, build
+from .expressions import (
+    CelResult,
+    ExpressionError,
+    check_cel,
+    check_template,
+    evaluate_cel,
+    render_template,
+)
+from .plan import AttemptOutcome, Plan, cancel, new_state, observe, plan, step, variables
+from .state import Instance, RunState, StageRun, Tokens
+from .validation import validate_manifests, validate_pipeline
+
+__all__ = [
+    "Action",
+    "AttemptOutcome",
+    "CelResult",
+    "ExpressionError",
+    "FinishPipeline",
+    "Graph",
+    "GraphError",
+    "Instance",
+    "Plan",
+    "RecordDecision",
+    "ResetIteration",
+    "RunState",
+    "ScheduleRetry",
+    "SkipStage",
+    "StageEvent",
+    "StageRun",
+    "StartAttempt",
+    "StopAttempt",
+    "Tokens",
+    "build",
+    "cancel",
+    "check_cel",
+    "check_template",
+    "evaluate_cel",
+    "new_state",
+    "observe",
+    "plan",
+    "render_template",
+    "step",
+    "validate_manifests",
+    "validate_pipeline",
+    "variables",
+]

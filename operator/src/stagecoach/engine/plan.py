@@ -1,0 +1,634 @@
+"""``plan(pipeline, state, now) -> Plan``: the one entry point both shells execute.
+
+Given the resolved pipeline and the run state, decide what happens next: which stage
+instances start (respecting dependencies, ``when``, ``forEach``, ``maxParallel``,
+provider slots and the token budget), which overran their deadline, which loop back,
+when the pipeline ends and with what output. ``observe`` folds a finished attempt into
+the state (success, retry with backoff, or failure). Both return a new state plus the
+actions taken; the shells start/stop attempts for :class:`StartAttempt` /
+:class:`StopAttempt` and append every action's trace event. Like Tekton's
+``pipelinerunstate`` it only answers questions about a run; time is passed in.
+No side effects: the input state is never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..api import ResolvedPipeline, ResolvedStage, format_duration
+from . import policies
+from .actions import (
+    Action,
+    FinishPipeline,
+    RecordDecision,
+    ResetIteration,
+    ScheduleRetry,
+    SkipStage,
+    StageEvent,
+    StartAttempt,
+    StopAttempt,
+)
+from .dag import Graph, build
+from .expressions import ExpressionError, evaluate_cel, render_template
+from .state import Instance, RunState, StageRun, Tokens, initial_state
+
+__all__ = [
+    "AttemptOutcome",
+    "Plan",
+    "cancel",
+    "new_state",
+    "observe",
+    "plan",
+    "step",
+    "variables",
+]
+
+Jitter = Callable[[str], float]
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What a shell learned when an attempt ended (from the runner's result)."""
+
+    stage: str
+    iteration: int
+    attempt: int
+    index: int | None = None
+    ok: bool = True
+    output: Any = None
+    output_ref: str | None = None
+    error_class: str | None = None
+    message: str | None = None
+    tokens: Tokens = field(default_factory=Tokens)
+    duration_ms: int | None = None
+
+
+@dataclass
+class Plan:
+    """The new state, the actions that produced it, and when to plan again."""
+
+    state: RunState
+    actions: list[Action]
+    wake_at: datetime | None = None
+
+    def starts(self) -> list[StartAttempt]:
+        """The attempts to start."""
+        return [a for a in self.actions if isinstance(a, StartAttempt)]
+
+    def stops(self) -> list[StopAttempt]:
+        """The attempts to stop."""
+        return [a for a in self.actions if isinstance(a, StopAttempt)]
+
+
+def new_state(pipeline: ResolvedPipeline) -> RunState:
+    """The initial state for a pipeline: everything Pending, iteration 1."""
+    return initial_state([s.name for s in pipeline.all_stages])
+
+
+def cancel(state: RunState) -> RunState:
+    """A copy of ``state`` with cancellation requested; the next plan stops everything."""
+    out = copy.deepcopy(state)
+    out.cancel_requested = True
+    return out
+
+
+def variables(
+    state: RunState, stage: str | None = None, instance: Instance | None = None,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The names CEL and Jinja2 see: params, stages, item, index, loop."""
+    run = state.stages.get(stage) if stage else None
+    return {
+        "params": dict(params or {}),
+        "stages": {
+            n: {"output": r.output, "phase": r.phase, "iteration": r.iteration,
+                "attempt": r.attempt}
+            for n, r in state.stages.items()
+        },
+        "item": instance.item if instance else None,
+        "index": instance.index if instance else None,
+        "loop": {
+            "iteration": run.iteration if run else 1,
+            "from": run.loop_from if run else None,
+            "reason": run.loop_reason if run else None,
+        },
+    }
+
+
+_GRAPHS: dict[int, tuple[ResolvedPipeline, Graph]] = {}
+
+
+def _graph(pipeline: ResolvedPipeline) -> Graph:
+    cached = _GRAPHS.get(id(pipeline))
+    if cached is not None and cached[0] is pipeline:
+        return cached[1]
+    graph, errors = build([(s.name, s.depends_on) for s in pipeline.stages])
+    if graph is None:
+        raise ValueError(f"invalid pipeline graph: {errors[0].reason} (validate it first)")
+    if len(_GRAPHS) > 64:
+        _GRAPHS.clear()
+    _GRAPHS[id(pipeline)] = (pipeline, graph)
+    return graph
+
+
+class _Planner:
+    """One planning pass over a private copy of the state (never shared)."""
+
+    def __init__(self, pipeline: ResolvedPipeline, state: RunState, now: datetime,
+                 free_slots: Mapping[str, int] | None, jitter: Jitter | None) -> None:
+        self.p = pipeline
+        self.st = state
+        self.now = now
+        self.free = dict(free_slots or {})
+        self.jitter = jitter or policies.hash_jitter
+        self.actions: list[Action] = []
+        self.graph = _graph(pipeline)
+
+    # -- small helpers -------------------------------------------------------------
+    def emit(self, action: Action) -> None:
+        self.actions.append(action)
+
+    def running(self) -> int:
+        return sum(1 for r in self.st.stages.values() for i in r.instances
+                   if i.phase == "Running")
+
+    def _key(self, run: StageRun, inst: Instance) -> str:
+        return f"{self.p.uid}/{run.name}/{run.iteration}/{inst.index}/{inst.attempt}"
+
+    # -- attempt results -----------------------------------------------------------
+    def attempt_failed(self, stage: ResolvedStage, run: StageRun, inst: Instance,
+                       error_class: str, message: str, duration_ms: int | None,
+                       retry: bool = True) -> None:
+        """Retry with backoff, or fail the instance for good."""
+        base: dict[str, Any] = {"stage": run.name, "iteration": run.iteration,
+                                "attempt": inst.attempt, "index": inst.index}
+        inst.reason, inst.message = error_class, message
+        if retry and policies.should_retry(stage.retry, error_class, inst.attempt):
+            delay = policies.backoff_delay(stage.retry, inst.attempt,
+                                           self.jitter(self._key(run, inst)))
+            inst.phase = "Waiting"
+            inst.next_attempt_at = self.now + delay
+            inst.previous_error = message if error_class == "MalformedOutput" else None
+            self.emit(ScheduleRetry(**base, error_class=error_class, message=message,
+                                    at=inst.next_attempt_at, duration_ms=duration_ms))
+            return
+        inst.phase = "Failed"
+        inst.finished_at = self.now
+        self.emit(StageEvent(**base, type="StageFailed", data={
+            "errorClass": error_class, "message": message, "willRetry": False,
+            "durationMs": duration_ms}))
+        if stage.on_failure != "continue" and not stage.is_finally and self.st.failure is None:
+            where = run.name if inst.index is None else f"{run.name}[{inst.index}]"
+            self.st.failure = ("StageFailed", f"stage {where} failed ({error_class}): {message}")
+
+    def observe(self, o: AttemptOutcome) -> None:
+        run = self.st.stages.get(o.stage)
+        if run is None:
+            return
+        run.tokens.add(o.tokens)
+        self.st.tokens.add(o.tokens)
+        inst = next((i for i in run.instances if i.index == o.index), None)
+        if (inst is None or run.iteration != o.iteration or inst.attempt != o.attempt
+                or inst.phase != "Running"):
+            return  # a stale result (superseded, timed out or cancelled): tokens still count
+        stage = self.p.stage(o.stage)
+        if o.ok:
+            inst.phase, inst.finished_at = "Succeeded", self.now
+            inst.output, inst.output_ref, inst.reason, inst.message = (
+                o.output, o.output_ref, None, None)
+            self.emit(StageEvent(stage=o.stage, iteration=o.iteration, attempt=o.attempt,
+                                 index=o.index, type="StageSucceeded", data={
+                                     "durationMs": o.duration_ms,
+                                     "tokens": {"input": o.tokens.input,
+                                                "output": o.tokens.output},
+                                     "outputRef": o.output_ref}))
+        else:
+            self.attempt_failed(stage, run, inst, o.error_class or "Error", o.message or "",
+                                o.duration_ms)
+
+    # -- the pass ------------------------------------------------------------------
+    def run(self) -> None:
+        st = self.st
+        if st.terminal:
+            return
+        if st.phase == "Pending":
+            st.phase, st.started_at = "Running", self.now
+            self.emit(StageEvent(type="PipelineStarted", data={
+                "stages": [s.name for s in self.p.stages],
+                "finally": [s.name for s in self.p.finally_stages]}))
+        if st.cancel_requested:
+            self.cancel()
+            return
+        self.check_deadlines()
+        self.check_budget()
+        while self.advance(self.p.stages, regular=True):
+            pass
+        if st.failure and not any(self._active(self.st.stages[s.name])
+                                  for s in self.p.stages):
+            self.wind_down()
+        if all(st.stages[s.name].phase in {"Succeeded", "Failed", "Skipped"}
+               for s in self.p.stages):
+            while self.advance(self.p.finally_stages, regular=False):
+                pass
+            if all(st.stages[s.name].phase in {"Succeeded", "Failed", "Skipped"}
+                   for s in self.p.finally_stages):
+                self.finish()
+
+    @staticmethod
+    def _active(run: StageRun) -> bool:
+        return any(i.phase == "Running" for i in run.instances)
+
+    def check_deadlines(self) -> None:
+        deadline = policies.pipeline_deadline(self.st.started_at, self.p.timeout)
+        if deadline is not None and self.now >= deadline and (
+                self.st.failure is None or self.st.failure[0] != "Timeout"):
+            limit = format_duration(self.p.timeout) if self.p.timeout else "?"
+            self.st.failure = ("Timeout", f"pipeline exceeded its timeout of {limit}")
+            for s in self.p.stages:
+                run = self.st.stages[s.name]
+                for inst in run.instances:
+                    if inst.phase == "Running":
+                        self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
+                                              reason="Timeout", message=self.st.failure[1]))
+                        self.attempt_failed(s, run, inst, "Timeout", self.st.failure[1], None,
+                                            retry=False)
+        for s in self.p.all_stages:
+            run = self.st.stages[s.name]
+            for inst in run.instances:
+                end = policies.attempt_deadline(s, inst)
+                if inst.phase == "Running" and end is not None and self.now >= end:
+                    msg = f"attempt exceeded its timeout of {format_duration(s.timeout)}" \
+                        if s.timeout else "attempt timed out"
+                    self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
+                                          reason="Timeout", message=msg))
+                    self.attempt_failed(s, run, inst, "Timeout", msg, None)
+
+    def check_budget(self) -> None:
+        if self.st.budget_exceeded or not policies.over_budget(self.p.max_tokens,
+                                                               self.st.tokens):
+            return
+        self.st.budget_exceeded = True
+        msg = (f"token budget used up: {self.st.tokens.total} of {self.p.max_tokens} "
+               "tokens; no new stage starts")
+        self.emit(StageEvent(type="BudgetExceeded", data={
+            "used": self.st.tokens.total, "maxTokens": self.p.max_tokens}))
+        if self.st.failure is None:
+            self.st.failure = ("BudgetExceeded", msg)
+
+    def decide(self, kind: str, stage: ResolvedStage, run: StageRun,
+               expression: str) -> tuple[bool | None, Any]:
+        """Evaluate a CEL expression and record the Decision; None result = error."""
+        try:
+            res = evaluate_cel(expression, variables(self.st, run.name, None, self.p.params))
+        except ExpressionError as exc:
+            self.emit(RecordDecision(run.name, run.iteration, None, None, kind=kind,
+                                     expression=expression, action="fail", error=str(exc)))
+            self.fail_stage(stage, run, "InvalidInput", f"{kind}: {exc}")
+            return None, None
+        if kind == "forEach":
+            ok = isinstance(res.value, list)
+            self.emit(RecordDecision(run.name, run.iteration, None, None, kind=kind,
+                                     expression=expression, values=res.reads,
+                                     result=len(res.value) if ok else res.value,
+                                     action="run" if ok else "fail"))
+            if not ok:
+                self.fail_stage(stage, run, "InvalidInput",
+                                f"forEach: {expression!r} must yield a list, got "
+                                f"{type(res.value).__name__}")
+                return None, None
+            return True, res.value
+        if not isinstance(res.value, bool):
+            self.emit(RecordDecision(run.name, run.iteration, None, None, kind=kind,
+                                     expression=expression, values=res.reads,
+                                     result=res.value, action="fail"))
+            self.fail_stage(stage, run, "InvalidInput",
+                            f"{kind}: {expression!r} must yield a bool, got "
+                            f"{type(res.value).__name__}")
+            return None, None
+        return res.value, res.reads
+
+    def fail_stage(self, stage: ResolvedStage, run: StageRun, error_class: str,
+                   message: str) -> None:
+        """Fail a whole stage without an attempt (bad expression at run time)."""
+        run.phase, run.reason, run.message, run.finished_at = (
+            "Failed", error_class, message, self.now)
+        run.output = None
+        self.emit(StageEvent(run.name, run.iteration, None, None, type="StageFailed", data={
+            "errorClass": error_class, "message": message, "willRetry": False}))
+        if stage.on_failure != "continue" and not stage.is_finally and self.st.failure is None:
+            self.st.failure = ("StageFailed",
+                               f"stage {run.name} failed ({error_class}): {message}")
+
+    def skip(self, run: StageRun, reason: str) -> None:
+        run.phase, run.reason, run.finished_at = "Skipped", reason, self.now
+        run.instances = [i for i in run.instances if i.phase in {"Succeeded", "Failed"}]
+        self.emit(SkipStage(run.name, run.iteration, None, None, reason=reason))
+
+    def advance(self, stages: Iterable[ResolvedStage], regular: bool) -> bool:
+        """One sweep in topological order; True when something changed."""
+        changed = False
+        order = self.graph.order if regular else [s.name for s in stages]
+        for name in order:
+            stage = self.p.stage(name)
+            run = self.st.stages[name]
+            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+                continue
+            if not run.instances and run.phase in {"Pending"}:
+                if regular and self.st.failure:
+                    continue
+                changed |= self.make_ready(stage, run)
+            if run.instances and run.phase not in {"Succeeded", "Failed", "Skipped"}:
+                changed |= self.admit(stage, run, regular)
+                changed |= self.settle(stage, run)
+        return changed
+
+    def make_ready(self, stage: ResolvedStage, run: StageRun) -> bool:
+        if stage.is_finally:
+            if stage.agent is not None and self.st.budget_exceeded:
+                self.skip(run, "BudgetExceeded")
+                return True
+        else:
+            on_failure = {s.name: s.on_failure for s in self.p.stages}
+            verdict = policies.dependency_verdict(stage, self.st.stages, on_failure)
+            if verdict in {"wait", "blocked"}:
+                return False
+            if verdict == "all_skipped":
+                self.skip(run, "all dependencies were skipped")
+                return True
+        if stage.when:
+            result, reads = self.decide("when", stage, run, stage.when)
+            if result is None:
+                return True
+            self.emit(RecordDecision(run.name, run.iteration, None, None, kind="when",
+                                     expression=stage.when, values=reads,
+                                     result=result, action="run" if result else "skip"))
+            if not result:
+                self.skip(run, f"when: {stage.when}")
+                return True
+        items: list[Any] | None = None
+        if stage.for_each:
+            ok, value = self.decide("forEach", stage, run, stage.for_each)
+            if ok is None:
+                return True
+            items = list(value)
+        self.emit(StageEvent(run.name, run.iteration, None, None, type="StageReady",
+                             data={"instances": len(items)} if items is not None else {}))
+        run.started_at = self.now
+        run.fan_out = items is not None
+        run.instances = (
+            [Instance(index=i, item=v) for i, v in enumerate(items)]
+            if items is not None else [Instance()]
+        )
+        run.phase = "Queued"
+        if not run.instances:
+            self.settle(stage, run)
+        return True
+
+    def admit(self, stage: ResolvedStage, run: StageRun, regular: bool) -> bool:
+        changed = False
+        for inst in run.instances:
+            if inst.phase == "Waiting":
+                if inst.next_attempt_at is not None and inst.next_attempt_at > self.now:
+                    continue
+            elif inst.phase not in {"Pending", "Queued"}:
+                continue
+            if regular and self.st.failure:
+                return changed
+            if stage.on_failure == "fail" and any(i.phase == "Failed" for i in run.instances):
+                return changed
+            if self.p.max_parallel is not None and self.running() >= self.p.max_parallel:
+                changed |= self.queue(run, inst, "WaitingForParallelism")
+                continue
+            provider = stage.provider
+            if provider is not None and provider in self.free and self.free[provider] <= 0:
+                changed |= self.queue(run, inst, "WaitingForProvider")
+                continue
+            if provider is not None and provider in self.free:
+                self.free[provider] -= 1
+            inst.attempt += 1
+            inst.phase, inst.started_at, inst.next_attempt_at = "Running", self.now, None
+            inst.reason = inst.message = None
+            inst.provider = provider
+            run.phase = "Running"
+            self.emit(StartAttempt(run.name, run.iteration, inst.attempt, inst.index,
+                                   item=inst.item, provider=provider,
+                                   previous_error=inst.previous_error,
+                                   loop_from=run.loop_from, loop_reason=run.loop_reason))
+            changed = True
+        return changed
+
+    def queue(self, run: StageRun, inst: Instance, reason: str) -> bool:
+        if inst.phase == "Queued" and inst.reason == reason:
+            return False
+        inst.phase, inst.reason = "Queued", reason
+        self.emit(StageEvent(run.name, run.iteration, inst.attempt + 1, inst.index,
+                             type="StageQueued", data={"reason": reason}))
+        return True
+
+    def settle(self, stage: ResolvedStage, run: StageRun) -> bool:
+        """Derive the stage phase from its instances; finish it when they all ended."""
+        phases = [i.phase for i in run.instances]
+        if not all(p in {"Succeeded", "Failed"} for p in phases):
+            new = ("Running" if "Running" in phases else "Queued" if "Queued" in phases
+                   else "Waiting" if "Waiting" in phases else "Pending")
+            if new == "Pending":
+                new = "Queued"
+            waiting = next((i for i in run.instances if i.phase in {"Waiting", "Queued"}), None)
+            run.reason = waiting.reason if waiting and new in {"Waiting", "Queued"} else None
+            changed = new != run.phase
+            run.phase = new
+            return changed
+        failed = [i for i in run.instances if i.phase == "Failed"]
+        outputs = [i.output if i.phase == "Succeeded" else None for i in run.instances]
+        run.finished_at = self.now
+        if failed:
+            first = failed[0]
+            run.phase, run.reason, run.message = "Failed", first.reason, first.message
+            run.output = outputs if run.fan_out else None
+            run.output_iteration = run.iteration
+            return True
+        run.phase, run.reason, run.message = "Succeeded", None, None
+        run.output = outputs if run.fan_out else outputs[0]
+        run.output_ref = None if run.fan_out else run.instances[0].output_ref
+        run.output_iteration = run.iteration
+        self.route(stage, run)
+        return True
+
+    def route(self, stage: ResolvedStage, run: StageRun) -> None:
+        for i, route in enumerate(stage.routes):
+            result, reads = self.decide("route", stage, run, route.when)
+            if result is None:
+                return
+            key = f"{run.name}#{i}"
+            taken = self.st.loops.get(key, 0)
+            if not result:
+                self.emit(RecordDecision(run.name, run.iteration, None, None, kind="route",
+                                         expression=route.when, values=reads, result=False,
+                                         action="continue", target=route.goto))
+                continue
+            if policies.loop_allowed(route, taken):
+                self.st.loops[key] = taken + 1
+                self.emit(RecordDecision(run.name, run.iteration, None, None, kind="route",
+                                         expression=route.when, values=reads, result=True,
+                                         action="goto", target=route.goto))
+                self.reset(route.goto, run.name, route.when)
+                return
+            exhausted = (f"back-edge {run.name} -> {route.goto} used all "
+                         f"{route.max_iterations} iterations")
+            if route.otherwise == "fail":
+                self.emit(RecordDecision(run.name, run.iteration, None, None, kind="route",
+                                         expression=route.when, values=reads, result=True,
+                                         action="fail", target=route.goto, error=exhausted))
+                run.phase, run.reason, run.message = "Failed", "MaxIterationsExceeded", exhausted
+                if self.st.failure is None:
+                    self.st.failure = ("MaxIterationsExceeded", exhausted)
+            else:
+                self.emit(RecordDecision(run.name, run.iteration, None, None, kind="route",
+                                         expression=route.when, values=reads, result=True,
+                                         action="continue", target=route.goto,
+                                         error=exhausted))
+            return
+
+    def reset(self, target: str, origin: str, reason: str) -> None:
+        names = {target} | self.graph.descendants(target)
+        reset: list[str] = []
+        for name in self.graph.order:
+            if name not in names:
+                continue
+            run = self.st.stages[name]
+            for inst in run.instances:
+                if inst.phase == "Running":
+                    self.emit(StopAttempt(name, run.iteration, inst.attempt, inst.index,
+                                          reason="Superseded",
+                                          message=f"{origin} routed back to {target}"))
+            if run.phase == "Pending" and not run.instances and name != target:
+                continue
+            run.iteration += 1
+            run.phase, run.instances, run.fan_out = "Pending", [], False
+            run.started_at = run.finished_at = None
+            run.reason = run.message = None
+            run.loop_from, run.loop_reason = origin, reason
+            reset.append(name)
+        self.emit(ResetIteration(target, self.st.stages[target].iteration, None, None,
+                                 target=target, reset=tuple(reset)))
+
+    def wind_down(self) -> None:
+        """The pipeline is failing and nothing runs: settle the stages that never will."""
+        reason = self.st.failure[0] if self.st.failure else "PipelineFailed"
+        for s in self.p.stages:
+            run = self.st.stages[s.name]
+            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+                continue
+            if any(i.phase == "Failed" for i in run.instances):
+                failed = next(i for i in run.instances if i.phase == "Failed")
+                run.phase, run.reason, run.message = "Failed", failed.reason, failed.message
+                run.finished_at = self.now
+            else:
+                self.skip(run, reason)
+
+    def cancel(self) -> None:
+        for s in self.p.all_stages:
+            run = self.st.stages[s.name]
+            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+                continue
+            stopped = False
+            for inst in run.instances:
+                if inst.phase == "Running":
+                    self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
+                                          reason="Cancelled", message="pipeline cancelled"))
+                    inst.phase, inst.reason, inst.finished_at = "Failed", "Cancelled", self.now
+                    stopped = True
+            if stopped:
+                run.phase, run.reason, run.finished_at = "Failed", "Cancelled", self.now
+            else:
+                self.skip(run, "Cancelled")
+        self.end("Cancelled", "Cancelled", "pipeline cancelled")
+
+    def finish(self) -> None:
+        if self.st.failure:
+            self.end("Failed", *self.st.failure)
+            return
+        failed_finally = [s.name for s in self.p.finally_stages
+                          if self.st.stages[s.name].phase == "Failed"]
+        if failed_finally:
+            self.end("Failed", "FinallyFailed",
+                     f"finally stage(s) failed: {', '.join(failed_finally)}")
+            return
+        try:
+            text, composed = self.assemble()
+        except ExpressionError as exc:
+            self.end("Failed", "InvalidInput", f"spec.output: {exc}")
+            return
+        self.st.final_output = text
+        self.emit(StageEvent(type="OutputAssembled", data={
+            "stages": composed, "template": self.p.output is not None,
+            "bytes": len(text.encode()),
+            "iterations": {n: self.st.stages[n].output_iteration for n in composed}}))
+        self.end("Succeeded", "Succeeded", None, text, tuple(composed))
+
+    def assemble(self) -> tuple[str, list[str]]:
+        if self.p.output is not None:
+            return render_template(self.p.output, variables(self.st, None, None, self.p.params))
+        sinks = [n for n in self.graph.order if not self.graph.children.get(n)
+                 and self.st.stages[n].phase == "Succeeded"]
+        if len(sinks) == 1:
+            out = self.st.stages[sinks[0]].output
+            return (out if isinstance(out, str) else json.dumps(out, indent=2)), sinks
+        return json.dumps({n: self.st.stages[n].output for n in sinks}, indent=2), sinks
+
+    def end(self, phase: str, reason: str, message: str | None, output: str | None = None,
+            composed: tuple[str, ...] = ()) -> None:
+        self.st.phase, self.st.reason, self.st.message = phase, reason, message
+        self.st.finished_at = self.now
+        self.emit(FinishPipeline(phase=phase, reason=reason, message=message, output=output,
+                                 composed_of=composed))
+
+    def wake_at(self) -> datetime | None:
+        if self.st.terminal:
+            return None
+        times: list[datetime] = []
+        deadline = policies.pipeline_deadline(self.st.started_at, self.p.timeout)
+        if deadline is not None and (self.st.failure is None or self.st.failure[0] != "Timeout"):
+            times.append(deadline)
+        for s in self.p.all_stages:
+            blocked = self.st.failure is not None and not s.is_finally
+            for inst in self.st.stages[s.name].instances:
+                if inst.phase == "Waiting" and inst.next_attempt_at is not None and not blocked:
+                    times.append(inst.next_attempt_at)
+                end = policies.attempt_deadline(s, inst)
+                if inst.phase == "Running" and end is not None:
+                    times.append(end)
+        return min(times) if times else None
+
+
+def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
+         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
+    """Decide the next actions. ``free_slots``: new attempts each provider may admit now
+    (absent = unlimited). ``jitter``: key → number in [-1, 1] (default: hash of the key)."""
+    planner = _Planner(pipeline, copy.deepcopy(state), now, free_slots, jitter)
+    planner.run()
+    return Plan(planner.st, planner.actions, planner.wake_at())
+
+
+def observe(pipeline: ResolvedPipeline, state: RunState, outcome: AttemptOutcome,
+            now: datetime, *, jitter: Jitter | None = None) -> Plan:
+    """Fold one finished attempt into the state (success, retry at T, or failure)."""
+    planner = _Planner(pipeline, copy.deepcopy(state), now, None, jitter)
+    planner.observe(outcome)
+    return Plan(planner.st, planner.actions, None)
+
+
+def step(pipeline: ResolvedPipeline, state: RunState, now: datetime,
+         outcomes: Iterable[AttemptOutcome] = (), *,
+         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
+    """``observe`` every outcome, then ``plan``: what a shell calls on each wake-up."""
+    planner = _Planner(pipeline, copy.deepcopy(state), now, free_slots, jitter)
+    for o in outcomes:
+        planner.observe(o)
+    planner.run()
+    return Plan(planner.st, planner.actions, planner.wake_at())

@@ -1,0 +1,98 @@
+"""Small named decisions, each a pure function tested against a table of cases.
+
+In the spirit of cert-manager's ``policies.go``: the planner asks these questions and
+acts on the answers; none of them reads a clock (``now`` is passed in) or draws random
+numbers (jitter comes from a deterministic hash unless a function is injected).
+No side effects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Literal
+
+from ..api import ResolvedStage, RetryPolicy, Route
+from .state import Instance, StageRun, Tokens
+
+__all__ = [
+    "DepVerdict",
+    "attempt_deadline",
+    "backoff_delay",
+    "dependency_verdict",
+    "hash_jitter",
+    "loop_allowed",
+    "over_budget",
+    "pipeline_deadline",
+    "should_retry",
+]
+
+DepVerdict = Literal["wait", "ready", "all_skipped", "blocked"]
+
+
+def dependency_verdict(stage: ResolvedStage, runs: Mapping[str, StageRun],
+                       on_failure: Mapping[str, str]) -> DepVerdict:
+    """Can ``stage`` start, judging only by its dependencies' current phases?
+
+    ready: every dependency Succeeded, Skipped, or Failed with ``onFailure: continue``;
+    all_skipped: it has dependencies and all were skipped; blocked: one failed for good;
+    wait: otherwise.
+    """
+    if not stage.depends_on:
+        return "ready"
+    phases = [runs[d].phase for d in stage.depends_on]
+    for dep, phase in zip(stage.depends_on, phases, strict=True):
+        if phase == "Failed" and on_failure.get(dep) != "continue":
+            return "blocked"
+    if any(p not in {"Succeeded", "Skipped", "Failed"} for p in phases):
+        return "wait"
+    if all(p == "Skipped" for p in phases):
+        return "all_skipped"
+    return "ready"
+
+
+def should_retry(policy: RetryPolicy, error_class: str, attempt: int) -> bool:
+    """Retry when the class is listed (never InvalidInput) and attempts remain."""
+    if error_class == "InvalidInput" or error_class not in policy.on:
+        return False
+    return attempt < policy.limit + 1
+
+
+def backoff_delay(policy: RetryPolicy, failed_attempt: int, jitter_unit: float) -> timedelta:
+    """``initial * factor^(n-1)`` capped at ``max``, then ±``jitter`` (unit in [-1, 1])."""
+    b = policy.backoff
+    base = b.initial.total_seconds() * (b.factor ** max(failed_attempt - 1, 0))
+    base = min(base, b.max.total_seconds())
+    factor = 1.0 + b.jitter * max(-1.0, min(1.0, jitter_unit))
+    return timedelta(seconds=max(0.0, base * factor))
+
+
+def hash_jitter(key: str) -> float:
+    """A deterministic number in [-1, 1] from ``key`` (same inputs → same plan)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**63 - 1.0
+
+
+def attempt_deadline(stage: ResolvedStage, instance: Instance) -> datetime | None:
+    """When the running attempt overruns its stage timeout, or None."""
+    if stage.timeout is None or instance.started_at is None:
+        return None
+    return instance.started_at + stage.timeout
+
+
+def pipeline_deadline(started_at: datetime | None, timeout: timedelta | None) -> datetime | None:
+    """When the whole pipeline overruns, or None."""
+    if started_at is None or timeout is None:
+        return None
+    return started_at + timeout
+
+
+def over_budget(max_tokens: int | None, used: Tokens) -> bool:
+    """True when the token budget is used up."""
+    return max_tokens is not None and used.total >= max_tokens
+
+
+def loop_allowed(route: Route, taken: int) -> bool:
+    """May the back-edge be taken again? Its target's runs via this edge stay ≤ max."""
+    return taken + 1 < route.max_iterations

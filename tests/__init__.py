@@ -1,0 +1,1 @@
+"""Stagecoach test suites (unit tests and the real-cluster harness)."""
