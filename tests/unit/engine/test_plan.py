@@ -302,3 +302,20 @@ def test_no_livelock_when_a_retry_is_pending_while_the_pipeline_fails() -> None:
                                         seconds={"a": 1, "b": 1.2, "c": 5}[a.stage]))
     assert r.state.phase == "Failed"
     assert r.state.stages["a"].phase == "Skipped" or r.state.stages["a"].phase == "Failed"
+
+
+def test_state_round_trips_without_payloads() -> None:
+    import json
+
+    from stagecoach.engine import dump_state, load_state
+
+    fan = run_("fan", ["research"], forEach="params.xs")
+    p = resolved({"params": {"xs": [1, 2]}, "stages": [*LOOP, fan]})
+    r = simulate(p, lambda a, s: Result(True, output={"bad": a.iteration < 2, "i": a.index}))
+    data = json.loads(json.dumps(dump_state(r.state)))
+    assert "output" not in data["stages"]["research"]
+    again = load_state(data)
+    assert again.stages["research"].iteration == 2 and again.phase == r.state.phase
+    assert dump_state(again) == dump_state(r.state)
+    full = load_state(json.loads(json.dumps(dump_state(r.state, with_outputs=True))))
+    assert full.stages["fan"].output == r.state.stages["fan"].output

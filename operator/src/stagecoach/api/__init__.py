@@ -4,6 +4,20 @@ Import from here; the private modules may move. No side effects.
 """
 
 from ._base import ApiModel, Duration, format_duration, parse_duration
+from .attempt import (
+    ATTEMPT_ENV,
+    EXIT_CODES,
+    TERMINATION_LIMIT,
+    AttemptResult,
+    AttemptSpec,
+    LoopInfo,
+    PipelineRef,
+    StoreRef,
+    UpstreamRef,
+    error_class_for_exit,
+    exit_code_for,
+    stage_body,
+)
 from .manifest import Document, ManifestError, ManifestSet, Problem, load_documents, load_file
 from .meta import ObjectMeta
 from .pipeline import (
@@ -61,16 +75,21 @@ from .status import (
 )
 
 __all__ = [
+    "ATTEMPT_ENV",
     "DNS_LABEL",
     "ERROR_CLASSES",
+    "EXIT_CODES",
     "KINDS",
     "PIPELINE_PHASES",
     "RETRYABLE_DEFAULT",
     "STAGE_PHASES",
+    "TERMINATION_LIMIT",
     "AgentPipeline",
     "AgentPipelineTemplate",
     "AgentSpec",
     "ApiModel",
+    "AttemptResult",
+    "AttemptSpec",
     "Backoff",
     "Budget",
     "Cassette",
@@ -89,6 +108,7 @@ __all__ = [
     "ErrorClass",
     "Fallback",
     "InstanceCounts",
+    "LoopInfo",
     "ManifestError",
     "ManifestSet",
     "ModelInfo",
@@ -96,6 +116,7 @@ __all__ = [
     "ObjectMeta",
     "OutputSpec",
     "PipelinePhase",
+    "PipelineRef",
     "PipelineSpec",
     "PipelineStatus",
     "Problem",
@@ -116,13 +137,18 @@ __all__ = [
     "StageSpecBody",
     "StageStatus",
     "Storage",
+    "StoreRef",
     "TemplateParam",
     "TemplateRef",
     "TemplateSpec",
     "TokenUsage",
+    "UpstreamRef",
+    "error_class_for_exit",
+    "exit_code_for",
     "format_duration",
     "load_documents",
     "load_file",
     "parse_duration",
     "resolve_pipeline",
+    "stage_body",
 ]

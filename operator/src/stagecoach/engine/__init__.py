@@ -26,7 +26,8 @@ from .expressions import (
     render_template,
 )
 from .plan import AttemptOutcome, Plan, cancel, new_state, observe, plan, step, variables
-from .state import Instance, RunState, StageRun, Tokens
+from .state import Instance, RunState, StageRun, Tokens, dump_state, load_state, output_refs
+from .status import to_status
 from .validation import validate_manifests, validate_pipeline
 
 __all__ = [
@@ -53,12 +54,16 @@ __all__ = [
     "cancel",
     "check_cel",
     "check_template",
+    "dump_state",
     "evaluate_cel",
+    "load_state",
     "new_state",
     "observe",
+    "output_refs",
     "plan",
     "render_template",
     "step",
+    "to_status",
     "validate_manifests",
     "validate_pipeline",
     "variables",

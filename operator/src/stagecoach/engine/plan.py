@@ -446,10 +446,13 @@ class _Planner:
         failed = [i for i in run.instances if i.phase == "Failed"]
         outputs = [i.output if i.phase == "Succeeded" else None for i in run.instances]
         run.finished_at = self.now
+        run.instance_refs = [i.output_ref if i.phase == "Succeeded" else None
+                             for i in run.instances] if run.fan_out else None
         if failed:
             first = failed[0]
             run.phase, run.reason, run.message = "Failed", first.reason, first.message
             run.output = outputs if run.fan_out else None
+            run.output_ref = None
             run.output_iteration = run.iteration
             return True
         run.phase, run.reason, run.message = "Succeeded", None, None

@@ -20,7 +20,10 @@ __all__ = [
     "RunState",
     "StageRun",
     "Tokens",
+    "dump_state",
     "initial_state",
+    "load_state",
+    "output_refs",
 ]
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
@@ -80,6 +83,8 @@ class StageRun:
     output: Any = None
     """Latest successful output (kept when a loop resets the stage)."""
     output_ref: str | None = None
+    instance_refs: list[str | None] | None = None
+    """forEach stages: where each instance's output is stored (None: failed)."""
     output_iteration: int | None = None
     tokens: Tokens = field(default_factory=Tokens)
     loop_from: str | None = None
@@ -123,3 +128,82 @@ class RunState:
 def initial_state(stage_names: list[str]) -> RunState:
     """A fresh state with every stage Pending in iteration 1."""
     return RunState(stages={n: StageRun(n) for n in stage_names})
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def dump_state(state: RunState, *, with_outputs: bool = False) -> dict[str, Any]:
+    """JSON-ready form of the state. Outputs (payloads) are left out unless asked for:
+    shells persist references and reload values from the store with :func:`load_state`."""
+
+    def inst(i: Instance) -> dict[str, Any]:
+        d = asdict(i)
+        for k in ("started_at", "finished_at", "next_attempt_at"):
+            d[k] = _ts(getattr(i, k))
+        if not with_outputs:
+            d.pop("output")
+        return d
+
+    stages = {}
+    for name, run in state.stages.items():
+        d = {k: v for k, v in asdict(run).items() if k != "instances"}
+        d["instances"] = [inst(i) for i in run.instances]
+        d["started_at"], d["finished_at"] = _ts(run.started_at), _ts(run.finished_at)
+        if not with_outputs:
+            d.pop("output")
+        stages[name] = d
+    out = {k: v for k, v in asdict(state).items() if k != "stages"}
+    out["stages"] = stages
+    out["started_at"], out["finished_at"] = _ts(state.started_at), _ts(state.finished_at)
+    out["failure"] = list(state.failure) if state.failure else None
+    return out
+
+
+def load_state(data: dict[str, Any], outputs: dict[str, Any] | None = None) -> RunState:
+    """Inverse of :func:`dump_state`. ``outputs`` maps output references to values
+    (what the shell loaded from the store); missing references read as None."""
+    values = outputs or {}
+
+    def inst(d: dict[str, Any]) -> Instance:
+        d = dict(d)
+        for k in ("started_at", "finished_at", "next_attempt_at"):
+            d[k] = _dt(d.get(k))
+        if "output" not in d:
+            d["output"] = values.get(d["output_ref"]) if d.get("output_ref") else None
+        return Instance(**d)
+
+    stages: dict[str, StageRun] = {}
+    for name, d in data["stages"].items():
+        d = dict(d)
+        d["instances"] = [inst(i) for i in d.get("instances", [])]
+        d["tokens"] = Tokens(**d.get("tokens", {}))
+        d["started_at"], d["finished_at"] = _dt(d.get("started_at")), _dt(d.get("finished_at"))
+        if "output" not in d:
+            if d.get("instance_refs") is not None:
+                d["output"] = [values.get(r) if r else None for r in d["instance_refs"]]
+            else:
+                d["output"] = values.get(d["output_ref"]) if d.get("output_ref") else None
+        stages[name] = StageRun(**d)
+    rest = {k: v for k, v in data.items() if k != "stages"}
+    rest["tokens"] = Tokens(**rest.get("tokens", {}))
+    rest["started_at"], rest["finished_at"] = _dt(rest.get("started_at")), _dt(
+        rest.get("finished_at"))
+    rest["failure"] = tuple(rest["failure"]) if rest.get("failure") else None
+    return RunState(stages=stages, **rest)
+
+
+def output_refs(state: RunState) -> set[str]:
+    """Every output reference the state points at (what a shell must load)."""
+    refs: set[str] = set()
+    for run in state.stages.values():
+        if run.output_ref:
+            refs.add(run.output_ref)
+        refs.update(r for r in run.instance_refs or [] if r)
+        refs.update(i.output_ref for i in run.instances if i.output_ref)
+    return refs

@@ -1,0 +1,97 @@
+"""From the engine's ``StartAttempt`` to the runner's ``AttemptSpec``, and back.
+
+Both shells (local executor, operator) start attempts the same way: this module builds
+the :class:`~stagecoach.api.AttemptSpec` the runner needs from the action, the run state
+and the providers, and turns the runner's :class:`~stagecoach.api.AttemptResult` into
+the engine's :class:`~stagecoach.engine.AttemptOutcome`. No side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .api import (
+    AttemptResult,
+    AttemptSpec,
+    LoopInfo,
+    ModelProvider,
+    PipelineRef,
+    ProviderSpec,
+    ResolvedPipeline,
+    StoreRef,
+    UpstreamRef,
+    stage_body,
+)
+from .engine import AttemptOutcome, RunState, StartAttempt, Tokens
+
+__all__ = ["build_attempt", "outcome_from_result", "upstream_refs"]
+
+
+def upstream_refs(state: RunState) -> dict[str, UpstreamRef]:
+    """``stages.<name>`` for the runner: latest output references of every stage."""
+    refs: dict[str, UpstreamRef] = {}
+    for name, run in state.stages.items():
+        refs[name] = UpstreamRef(
+            phase=run.phase,
+            iteration=run.output_iteration or run.iteration,
+            attempt=run.attempt,
+            output_ref=None if run.instance_refs is not None else run.output_ref,
+            instance_refs=run.instance_refs,
+        )
+    return refs
+
+
+def build_attempt(
+    pipeline: ResolvedPipeline,
+    state: RunState,
+    start: StartAttempt,
+    providers: Mapping[str, ModelProvider],
+    store: StoreRef,
+    base_dir: str | None = None,
+) -> AttemptSpec:
+    """The runner's input for ``start`` (providers limited to the stage's own + fallbacks)."""
+    assert start.stage is not None and start.iteration is not None
+    stage = pipeline.stage(start.stage)
+    wanted: dict[str, ProviderSpec] = {}
+    if stage.agent is not None:
+        names = [stage.agent.provider, *(f.provider for f in stage.agent.fallbacks)]
+        for n in names:
+            if n is not None and n in providers:
+                wanted[n] = providers[n].spec
+    return AttemptSpec(
+        pipeline=PipelineRef(name=pipeline.name, namespace=pipeline.namespace,
+                             uid=pipeline.uid),
+        stage=stage_body(stage),
+        params=dict(pipeline.params),
+        iteration=start.iteration,
+        attempt=start.attempt or 1,
+        index=start.index,
+        item=start.item,
+        loop=LoopInfo.model_validate({"iteration": start.iteration, "from": start.loop_from,
+                                      "reason": start.loop_reason}),
+        upstream=upstream_refs(state),
+        store=store,
+        providers=wanted,
+        previous_error=start.previous_error,
+        base_dir=base_dir,
+    )
+
+
+def outcome_from_result(start: StartAttempt, result: AttemptResult,
+                        output: Any = None) -> AttemptOutcome:
+    """The engine's view of a finished attempt (``output``: the loaded output value)."""
+    assert start.stage is not None and start.iteration is not None
+    return AttemptOutcome(
+        stage=start.stage,
+        iteration=start.iteration,
+        attempt=start.attempt or 1,
+        index=start.index,
+        ok=result.ok,
+        output=output,
+        output_ref=result.output_ref,
+        error_class=result.error_class,
+        message=result.message,
+        tokens=Tokens(result.tokens.input, result.tokens.output),
+        duration_ms=result.duration_ms,
+    )

@@ -1,0 +1,85 @@
+"""The local run directory (DESIGN §5) and what goes into it besides the store's keys.
+
+``<store>/<pipeline>-<yyyymmddThhmmss>/`` holds ``pipeline.yaml`` (resolved),
+``status.json``, ``trace.jsonl``, ``outputs/<stage>/<iteration>[-<index>].json`` (written
+by the runner through the local store), ``output.txt`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..api import PipelineStatus
+
+__all__ = ["RunDir", "new_run_dir"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run directory."""
+
+    path: Path
+
+    @property
+    def status(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def trace(self) -> Path:
+        return self.path / "trace.jsonl"
+
+    @property
+    def output(self) -> Path:
+        return self.path / "output.txt"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "pipeline.yaml"
+
+    def _atomic(self, path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+    def write_status(self, status: PipelineStatus) -> None:
+        """Replace ``status.json``."""
+        self._atomic(self.status, status.model_dump_json(by_alias=True, exclude_none=True,
+                                                         indent=2))
+
+    def write_manifest(self, doc: dict[str, Any]) -> None:
+        """Write the resolved pipeline."""
+        self._atomic(self.manifest, yaml.safe_dump(doc, sort_keys=False, width=100))
+
+    def write_trace(self, events: list[dict[str, Any]]) -> None:
+        """Write the merged trace, one JSON event per line."""
+        lines = [json.dumps(e, ensure_ascii=False, default=str) for e in events]
+        self._atomic(self.trace, "\n".join(lines) + ("\n" if lines else ""))
+
+    def write_output(self, text: str) -> None:
+        """Write the final assembled output."""
+        self._atomic(self.output, text)
+
+
+def new_run_dir(store: Path, pipeline: str, now: datetime) -> RunDir:
+    """Create ``<store>/<pipeline>-<yyyymmddThhmmss>`` (suffixed when taken)."""
+    base = f"{pipeline}-{now.strftime('%Y%m%dT%H%M%S')}"
+    store.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = store / (base if n == 1 else f"{base}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return RunDir(path)
+    raise RuntimeError(f"cannot create a run directory under {store}")

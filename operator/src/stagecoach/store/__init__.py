@@ -1,0 +1,34 @@
+"""Stores for stage outputs and the trace: one protocol, several backends (DESIGN §5).
+
+The runner, the local executor and the operator all talk to :class:`Store`; which backend
+sits behind it (a local directory, ConfigMaps, an S3 bucket) is decided once, by
+:func:`open_store` from the attempt's :class:`~stagecoach.api.StoreRef`. Keys are the
+same everywhere (:mod:`.keys`), and so is the stored form of an output (:mod:`.outputs`).
+"""
+
+from ._protocol import NotFound, Store, StoreError, TooLarge
+from .factory import open_store
+from .keys import OUTPUTS, REPLAY, TRACE, output_key, parse_output_key, replay_key, trace_key
+from .local import LocalStore
+from .outputs import StoredOutput, decode_output, encode_output
+from .trace import merge_trace
+
+__all__ = [
+    "OUTPUTS",
+    "REPLAY",
+    "TRACE",
+    "LocalStore",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "StoredOutput",
+    "TooLarge",
+    "decode_output",
+    "encode_output",
+    "merge_trace",
+    "open_store",
+    "output_key",
+    "parse_output_key",
+    "replay_key",
+    "trace_key",
+]

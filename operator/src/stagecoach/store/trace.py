@@ -1,0 +1,52 @@
+"""Merging per-writer trace records into one timeline. No side effects.
+
+Every writer (the executor, each runner) appends JSON lines to its own record; readers
+merge them here. Events sort by ``ts`` (ISO-8601 UTC strings with the same precision sort
+as text); ties keep each writer's own order, and writers are taken in name order so the
+merge is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["encode_events", "merge_trace", "parse_events"]
+
+
+def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
+    """JSON lines, one event per line, newline-terminated."""
+    return b"".join(
+        json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
+        for e in events
+    )
+
+
+def parse_events(data: bytes) -> list[dict[str, Any]]:
+    """Parse JSON lines; a torn last line (a writer killed mid-write) is ignored."""
+    out: list[dict[str, Any]] = []
+    lines = data.split(b"\n")
+    for n, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines) - 1:
+                break
+            raise
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def merge_trace(records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Merge writer → events into one list sorted by ``ts``."""
+    keyed = [
+        (str(event.get("ts", "")), writer, seq, event)
+        for writer, events in sorted(records.items())
+        for seq, event in enumerate(events)
+    ]
+    keyed.sort(key=lambda t: (t[0], t[1], t[2]))
+    return [t[3] for t in keyed]

@@ -1,0 +1,166 @@
+"""Running one stage attempt: :func:`run_attempt`, the runner's core.
+
+The same function runs inside a pod (``stagecoach-runner``) and in-process in the local
+executor. It never raises for a failed attempt: every failure becomes a failed
+:class:`~stagecoach.api.AttemptResult` with an error class, here and only here. The
+attempt's ``timeout`` bounds everything (rendering, provider calls with their retries,
+the command); cancelling the task kills a run stage's process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+from stagecoach.api import AttemptResult, AttemptSpec, format_duration
+from stagecoach.store import Store, StoreError, TooLarge, encode_output, output_key
+
+from .agent import TokenMeter, run_agent
+from .clock import Clock, SystemClock
+from .errors import AttemptError
+from .providers import CassetteLoadError, ProviderPool, restore_positions, save_positions
+from .runstage import collect_output, prepare_input, run_command
+from .tracing import TraceSink, TraceWriter, clip, writer_id_for
+from .variables import load_variables
+
+__all__ = ["run_attempt"]
+
+log = logging.getLogger("stagecoach_runner")
+
+
+async def run_attempt(
+    spec: AttemptSpec,
+    store: Store,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    clock: Clock | None = None,
+    trace_writer: TraceSink | None = None,
+    pool: ProviderPool | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> AttemptResult:
+    """Run ``spec`` against ``store`` and report the outcome (never raises for failures).
+
+    ``pool`` carries state shared between attempts (HTTP client, rate limiters, cassette
+    players, recorder); without one a private pool is built on ``transport`` and closed
+    afterwards. ``trace_writer`` defaults to a :class:`TraceWriter` on ``store``.
+    ``workdir`` keeps a run stage's input, output and logs (default: a temporary
+    directory removed afterwards). ``environ`` replaces ``os.environ`` for API keys and
+    run-stage commands.
+    """
+    clock = clock or SystemClock()
+    own_pool = pool is None
+    if pool is None:
+        pool = ProviderPool(transport=transport, environ=environ, base_dir=spec.base_dir)
+    redactor = pool.redactor
+    for name, pspec in spec.providers.items():
+        pool.api_key(name, pspec)  # registers every key with the redactor before any event
+    trace = trace_writer or TraceWriter(store, spec, clock, redactor=redactor)
+    meter = TokenMeter()
+    started = clock.monotonic()
+    replay = [n for n, p in spec.providers.items() if p.type == "replay"] if own_pool else []
+    extra: dict[str, Any] = {}
+    try:
+        for name in replay:  # a private pool: continue the cassette where other pods stopped
+            await _restore(pool, store, name, spec)
+        timeout = spec.stage.timeout.total_seconds() if spec.stage.timeout else None
+        try:
+            async with asyncio.timeout(timeout):
+                extra = await _run(spec, store, pool, trace, clock, meter, workdir, environ)
+        except TimeoutError:
+            limit = format_duration(spec.stage.timeout) if spec.stage.timeout else "?"
+            raise AttemptError("Timeout", f"{spec.label} exceeded its timeout of {limit}") from None
+        result = AttemptResult(phase="Succeeded", tokens=meter.usage, **extra)
+    except AttemptError as e:
+        result = AttemptResult.failed(e.error_class, e.message, tokens=meter.usage)
+    except TooLarge as e:
+        result = AttemptResult.failed("OutputTooLarge", str(e), tokens=meter.usage)
+    except StoreError as e:
+        result = AttemptResult.failed("Error", f"store: {e}", tokens=meter.usage)
+    except Exception as e:  # a runner bug: report it as a value, with the traceback logged
+        log.exception("internal error in %s", spec.label)
+        result = AttemptResult.failed(
+            "Error", f"internal runner error: {type(e).__name__}: {e}", tokens=meter.usage
+        )
+    finally:
+        if own_pool:
+            for name in replay:
+                if name in pool.players:
+                    await save_positions(pool.players[name], store, name, writer_id_for(spec))
+            await pool.aclose()
+    elapsed = max(0, round((clock.monotonic() - started) * 1000))
+    update: dict[str, Any] = {"duration_ms": elapsed}
+    if result.message:
+        update["message"] = redactor.text(result.message)
+    return result.model_copy(update=update)
+
+
+async def _restore(pool: ProviderPool, store: Store, name: str, spec: AttemptSpec) -> None:
+    try:
+        player = pool.player(name, spec.providers[name])
+    except (CassetteLoadError, ValueError) as e:
+        raise AttemptError("InvalidInput", f"provider {name}: {e}") from None
+    await restore_positions(player, store, name)
+
+
+async def _run(
+    spec: AttemptSpec,
+    store: Store,
+    pool: ProviderPool,
+    trace: TraceSink,
+    clock: Clock,
+    meter: TokenMeter,
+    workdir: str | os.PathLike[str] | None,
+    environ: dict[str, str] | None,
+) -> dict[str, Any]:
+    """The attempt body; returns the result fields beyond phase and tokens."""
+    if spec.agent is not None:
+        variables = await load_variables(spec, store)
+        outcome = await run_agent(spec, variables, pool=pool, trace=trace, clock=clock, meter=meter)
+        key = output_key(spec.stage.name, spec.iteration, spec.index)
+        data = encode_output(
+            outcome.value,
+            "json" if outcome.format == "json" else "text",
+            stage=spec.stage.name,
+            iteration=spec.iteration,
+            attempt=spec.attempt,
+            index=spec.index,
+            provider=outcome.provider,
+            model=outcome.model,
+        )
+        await store.put(key, data)
+        return {"output_ref": key, "provider": outcome.provider, "model": outcome.model}
+    if spec.run is None:
+        raise AttemptError("InvalidInput", "the stage has neither agent nor run")
+    if workdir is not None:
+        return {"output_ref": await _run_stage(spec, store, trace, Path(workdir), environ)}
+    with tempfile.TemporaryDirectory(prefix=f"stagecoach-{spec.stage.name}-") as tmp:
+        return {"output_ref": await _run_stage(spec, store, trace, Path(tmp), environ)}
+
+
+async def _run_stage(
+    spec: AttemptSpec,
+    store: Store,
+    trace: TraceSink,
+    dir: Path,
+    environ: dict[str, str] | None,
+) -> str:
+    variables = await prepare_input(spec, store, dir)
+    assert spec.run is not None
+    await trace.emit(
+        "InputSnapshot",
+        {
+            "command": [*spec.run.command, *spec.run.args],
+            "input": clip(json.dumps(variables, ensure_ascii=False, default=str)),
+        },
+    )
+    result = await run_command(spec, dir, environ=environ)
+    return await collect_output(
+        spec, store, dir, result.exit_code, stderr_tail=result.stderr_tail, trace=trace
+    )

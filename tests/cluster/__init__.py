@@ -1,0 +1,1 @@
+"""Real Kubernetes control plane + node agent used by tests marked `cluster`."""
