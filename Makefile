@@ -53,8 +53,10 @@ demo: $(STAMP)
 model-server: $(STAMP)
 	bash hack/install-model-server.sh $(BIN)/python
 
+# Local orchestration overhead vs LangGraph on the same graphs (prints a table).
 bench: $(STAMP)
-	$(BIN)/pytest -q -m bench -s bench
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/local_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

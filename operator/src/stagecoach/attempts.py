@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from stagecoach_runner.templating import referenced_stages
+
 from .api import (
     AttemptResult,
     AttemptSpec,
@@ -28,11 +30,20 @@ from .engine import AttemptOutcome, RunState, StartAttempt, Tokens
 __all__ = ["build_attempt", "outcome_from_result", "upstream_refs"]
 
 
-def upstream_refs(state: RunState) -> dict[str, UpstreamRef]:
-    """``stages.<name>`` for the runner: latest output references of every stage."""
+def _read_by(*templates: str | None) -> set[str] | None:
+    """Stages an agent stage's templates read: only their references travel in the spec
+    (a run stage gets them all: its ``STAGECOACH_INPUT`` lists every stage)."""
+    return referenced_stages(*templates)
+
+
+def upstream_refs(state: RunState, only: set[str] | None = None) -> dict[str, UpstreamRef]:
+    """``stages.<name>`` for the runner: latest output references of every stage (or of
+    ``only`` those an agent stage's templates read)."""
     refs: dict[str, UpstreamRef] = {}
     for name, run in state.stages.items():
-        refs[name] = UpstreamRef(
+        if only is not None and name not in only:
+            continue
+        refs[name] = UpstreamRef.model_construct(
             phase=run.phase,
             iteration=run.output_iteration or run.iteration,
             attempt=run.attempt,
@@ -70,7 +81,8 @@ def build_attempt(
         item=start.item,
         loop=LoopInfo.model_validate({"iteration": start.iteration, "from": start.loop_from,
                                       "reason": start.loop_reason}),
-        upstream=upstream_refs(state),
+        upstream=upstream_refs(state, _read_by(stage.agent.prompt, stage.agent.system)
+                               if stage.agent is not None else None),
         store=store,
         providers=wanted,
         previous_error=start.previous_error,

@@ -27,6 +27,7 @@ from .errors import AttemptError
 from .providers import CassetteLoadError, ProviderPool, restore_positions, save_positions
 from .runstage import collect_output, prepare_input, run_command
 from .tracing import TraceSink, TraceWriter, clip, writer_id_for
+from .templating import referenced_stages
 from .variables import load_variables
 
 __all__ = ["run_attempt"]
@@ -121,7 +122,8 @@ async def _run(
 ) -> dict[str, Any]:
     """The attempt body; returns the result fields beyond phase and tokens."""
     if spec.agent is not None:
-        variables = await load_variables(spec, store)
+        needed = referenced_stages(spec.agent.prompt, spec.agent.system)
+        variables = await load_variables(spec, store, needed)
         outcome = await run_agent(spec, variables, pool=pool, trace=trace, clock=clock, meter=meter)
         key = output_key(spec.stage.name, spec.iteration, spec.index)
         data = encode_output(

@@ -16,7 +16,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import AttemptError
 
-__all__ = ["render"]
+__all__ = ["referenced_stages", "render"]
 
 
 class _Environment(SandboxedEnvironment):
@@ -27,6 +27,36 @@ class _Environment(SandboxedEnvironment):
 
 
 _ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def referenced_stages(*templates: str | None) -> set[str] | None:
+    """Stage names the templates read (``stages.x`` / ``stages['x']``), so the runner
+    loads only those outputs; None when a template uses ``stages`` some other way
+    (``stages | tojson``, ``stages[name]``) and every output may be needed."""
+    names: set[str] = set()
+    for template in templates:
+        if not template:
+            continue
+        try:
+            ast = _ENV.parse(template)
+        except jinja2.TemplateSyntaxError:
+            return None  # render() reports it
+        direct: set[int] = set()
+        for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+            inner = node.node
+            if not (isinstance(inner, jinja2.nodes.Name) and inner.name == "stages"):
+                continue
+            if isinstance(node, jinja2.nodes.Getattr):
+                names.add(node.attr)
+            elif isinstance(node.arg, jinja2.nodes.Const) and isinstance(node.arg.value, str):
+                names.add(node.arg.value)
+            else:
+                return None
+            direct.add(id(inner))
+        for name in ast.find_all(jinja2.nodes.Name):
+            if name.name == "stages" and id(name) not in direct:
+                return None
+    return names
 
 
 def render(template: str, variables: Mapping[str, Any], *, field: str) -> str:

@@ -48,10 +48,26 @@ async def _upstream(store: Store, name: str, ref: UpstreamRef) -> dict[str, Any]
     }
 
 
-async def load_variables(spec: AttemptSpec, store: Store) -> dict[str, Any]:
-    """``{params, stages, item, index, loop}`` with upstream outputs loaded."""
+async def load_variables(
+    spec: AttemptSpec, store: Store, only: set[str] | None = None
+) -> dict[str, Any]:
+    """``{params, stages, item, index, loop}`` with upstream outputs loaded.
+
+    ``only``: the stages whose outputs are read (others keep phase and counters with a
+    null output, unread); None loads every output.
+    """
     names = sorted(spec.upstream)
-    values = await asyncio.gather(*(_upstream(store, n, spec.upstream[n]) for n in names))
+    wanted = [n for n in names if only is None or n in only]
+    loaded = dict(
+        zip(wanted, await asyncio.gather(*(_upstream(store, n, spec.upstream[n]) for n in wanted)),
+            strict=True)
+    )
+    values = [
+        loaded[n] if n in loaded else {"output": None, "phase": spec.upstream[n].phase,
+                                       "iteration": spec.upstream[n].iteration,
+                                       "attempt": spec.upstream[n].attempt}
+        for n in names
+    ]
     return {
         "params": spec.params,
         "stages": dict(zip(names, values, strict=True)),

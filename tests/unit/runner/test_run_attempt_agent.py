@@ -211,11 +211,21 @@ async def test_invalid_input_cases(
     r = await run_attempt(make_spec(agent={"provider": "ghost"}), store, clock=clock)
     assert r.error_class == "InvalidInput" and "ghost" in (r.message or "")
     r = await run_attempt(
-        make_spec(upstream={"x": {"phase": "Succeeded", "outputRef": "outputs/x/1.json"}}),
+        make_spec(
+            agent={"prompt": "{{ stages.x.output }}"},
+            upstream={"x": {"phase": "Succeeded", "outputRef": "outputs/x/1.json"}},
+        ),
         store,
         clock=clock,
     )
     assert r.error_class == "Error" and "missing from the store" in (r.message or "")
+    # an output the templates never read is not loaded at all
+    r = await run_attempt(
+        make_spec(upstream={"x": {"phase": "Succeeded", "outputRef": "outputs/x/1.json"}}),
+        store,
+        clock=clock,
+    )
+    assert r.error_class != "Error" or "missing from the store" not in (r.message or "")
 
 
 async def test_secrets_never_reach_trace_or_result(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from .manifest import Problem
@@ -75,12 +76,13 @@ class ResolvedPipeline:
     max_tokens: int | None = None
     stages_path: str = "spec.stages"
 
+    @cached_property
+    def _by_name(self) -> dict[str, ResolvedStage]:
+        return {s.name: s for s in (*self.stages, *self.finally_stages)}
+
     def stage(self, name: str) -> ResolvedStage:
-        """Look up a stage (regular or finally) by name."""
-        for s in (*self.stages, *self.finally_stages):
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        """Look up a stage (regular or finally) by name; KeyError when unknown."""
+        return self._by_name[name]
 
     @property
     def all_stages(self) -> tuple[ResolvedStage, ...]:

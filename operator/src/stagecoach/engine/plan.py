@@ -35,7 +35,7 @@ from .actions import (
 )
 from .dag import Graph, build
 from .expressions import ExpressionError, evaluate_cel, render_template
-from .state import Instance, RunState, StageRun, Tokens, initial_state
+from .state import Instance, RunState, StageRun, Tokens, copy_state, initial_state
 
 __all__ = [
     "AttemptOutcome",
@@ -92,7 +92,7 @@ def new_state(pipeline: ResolvedPipeline) -> RunState:
 
 def cancel(state: RunState) -> RunState:
     """A copy of ``state`` with cancellation requested; the next plan stops everything."""
-    out = copy.deepcopy(state)
+    out = copy_state(state)
     out.cancel_requested = True
     return out
 
@@ -148,6 +148,7 @@ class _Planner:
         self.jitter = jitter or policies.hash_jitter
         self.actions: list[Action] = []
         self.graph = _graph(pipeline)
+        self.on_failure = {s.name: s.on_failure for s in pipeline.stages}
 
     # -- small helpers -------------------------------------------------------------
     def emit(self, action: Action) -> None:
@@ -353,8 +354,7 @@ class _Planner:
                 self.skip(run, "BudgetExceeded")
                 return True
         else:
-            on_failure = {s.name: s.on_failure for s in self.p.stages}
-            verdict = policies.dependency_verdict(stage, self.st.stages, on_failure)
+            verdict = policies.dependency_verdict(stage, self.st.stages, self.on_failure)
             if verdict in {"wait", "blocked"}:
                 return False
             if verdict == "all_skipped":
@@ -613,7 +613,7 @@ def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
          free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
     """Decide the next actions. ``free_slots``: new attempts each provider may admit now
     (absent = unlimited). ``jitter``: key → number in [-1, 1] (default: hash of the key)."""
-    planner = _Planner(pipeline, copy.deepcopy(state), now, free_slots, jitter)
+    planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
     planner.run()
     return Plan(planner.st, planner.actions, planner.wake_at())
 
@@ -621,7 +621,7 @@ def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
 def observe(pipeline: ResolvedPipeline, state: RunState, outcome: AttemptOutcome,
             now: datetime, *, jitter: Jitter | None = None) -> Plan:
     """Fold one finished attempt into the state (success, retry at T, or failure)."""
-    planner = _Planner(pipeline, copy.deepcopy(state), now, None, jitter)
+    planner = _Planner(pipeline, copy_state(state), now, None, jitter)
     planner.observe(outcome)
     return Plan(planner.st, planner.actions, None)
 
@@ -630,7 +630,7 @@ def step(pipeline: ResolvedPipeline, state: RunState, now: datetime,
          outcomes: Iterable[AttemptOutcome] = (), *,
          free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
     """``observe`` every outcome, then ``plan``: what a shell calls on each wake-up."""
-    planner = _Planner(pipeline, copy.deepcopy(state), now, free_slots, jitter)
+    planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
     for o in outcomes:
         planner.observe(o)
     planner.run()

@@ -9,6 +9,7 @@ the CR status and the store. No side effects.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ __all__ = [
     "RunState",
     "StageRun",
     "Tokens",
+    "copy_state",
     "dump_state",
     "initial_state",
     "load_state",
@@ -207,3 +209,22 @@ def output_refs(state: RunState) -> set[str]:
         refs.update(r for r in run.instance_refs or [] if r)
         refs.update(i.output_ref for i in run.instances if i.output_ref)
     return refs
+
+
+def copy_state(state: RunState) -> RunState:
+    """A copy safe to modify: every mutable record is new; output payloads are shared
+    (the engine never changes a payload, it only replaces it). Much cheaper than
+    ``copy.deepcopy`` on large pipelines."""
+    stages = {}
+    for name, run in state.stages.items():
+        new = copy.copy(run)
+        new.instances = [copy.copy(i) for i in run.instances]
+        new.tokens = Tokens(run.tokens.input, run.tokens.output)
+        if run.instance_refs is not None:
+            new.instance_refs = list(run.instance_refs)
+        stages[name] = new
+    out = copy.copy(state)
+    out.stages = stages
+    out.loops = dict(state.loops)
+    out.tokens = Tokens(state.tokens.input, state.tokens.output)
+    return out

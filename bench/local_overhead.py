@@ -1,0 +1,191 @@
+"""Local-mode orchestration overhead: Stagecoach vs LangGraph on the same graphs.
+
+Both run every stage as one HTTP call to the same OpenAI-compatible server that answers
+after a fixed delay (default 20 ms), so the only difference is the orchestration:
+scheduling, prompt rendering, token counting, output storage and trace writing for
+Stagecoach; the Pregel loop and state reducers for LangGraph. Reported per graph:
+makespan, makespan ÷ critical path (depth × delay) and overhead per stage
+((makespan − critical path) ÷ stages). Also: stages per second for a 500-stage run
+against the replay provider (no network at all).
+
+Run: ``make bench`` (installs langgraph into .venv first). Prints a table; asserts
+nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from operator import or_
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import httpx2 as httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from graphs import Graph, depth, layered, research
+from stagecoach.api import AgentPipeline, ModelProvider, load_documents, resolve_pipeline
+from stagecoach.local import LocalExecutor, RunOptions, new_run_dir
+from stagecoach_runner.providers import ProviderPool
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _manifest(graph: Graph, provider: dict[str, Any], extra: list[dict[str, Any]]) -> str:
+    stages = [{"name": n, "dependsOn": deps,
+               "agent": {"prompt": f"Stage {n} on {{{{ params.topic }}}}", "maxTokens": 16}}
+              for n, deps in graph]
+    docs = [{"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
+             "metadata": {"name": "llm"}, "spec": provider},
+            {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "AgentPipeline",
+             "metadata": {"name": "bench"},
+             "spec": {"params": {"topic": "benchmarks"},
+                      "defaults": {"provider": "llm", "model": "bench"}, "stages": stages}},
+            *extra]
+    return yaml.safe_dump_all(docs)
+
+
+async def run_stagecoach(graph: Graph, provider: dict[str, Any], workdir: Path,
+                         cassette: list[dict[str, Any]] | None = None) -> float:
+    if cassette is not None:
+        (workdir / "cassette.yaml").write_text(yaml.safe_dump(
+            {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "Cassette", "entries": cassette}))
+    docs, problems = load_documents(_manifest(graph, provider, []))
+    assert not problems, problems
+    pipeline = next(d.obj for d in docs if isinstance(d.obj, AgentPipeline))
+    providers = {d.obj.metadata.name: d.obj for d in docs if isinstance(d.obj, ModelProvider)}
+    resolved, problems = resolve_pipeline(pipeline)
+    assert resolved is not None, problems
+    run_dir = new_run_dir(workdir / "runs", "bench", datetime.now(UTC))
+    async with ProviderPool(base_dir=str(workdir)) as pool:
+        _ = pool.client  # one-time per run (TLS context); LangGraph's client is made untimed too
+        ex = LocalExecutor(resolved, providers, run_dir, pool,
+                           options=RunOptions(base_dir=str(workdir)))
+        started = time.perf_counter()
+        state = await ex.execute()
+        elapsed = time.perf_counter() - started
+    assert state.phase == "Succeeded", (state.reason, state.message)
+    return elapsed
+
+
+class _State(TypedDict):
+    results: Annotated[dict[str, str], or_]
+
+
+async def run_langgraph(graph: Graph, url: str) -> float:
+    from langgraph.graph import END, START, StateGraph
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        def node(name: str) -> Any:
+            async def call(state: _State) -> dict[str, Any]:
+                r = await client.post(f"{url}/chat/completions", json={
+                    "model": "bench", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": f"Stage {name} on benchmarks"}]})
+                r.raise_for_status()
+                return {"results": {name: r.json()["choices"][0]["message"]["content"]}}
+            return call
+
+        builder = StateGraph(_State)
+        children: dict[str, list[str]] = {n: [] for n, _ in graph}
+        for name, deps in graph:
+            builder.add_node(name, node(name))
+            for d in deps:
+                children[d].append(name)
+        for name, deps in graph:
+            if not deps:
+                builder.add_edge(START, name)
+            elif len(deps) == 1:
+                builder.add_edge(deps[0], name)
+            else:
+                builder.add_edge(deps, name)
+            if not children[name]:
+                builder.add_edge(name, END)
+        app = builder.compile()
+        started = time.perf_counter()
+        out = await app.ainvoke({"results": {}}, {"recursion_limit": 100_000})
+        elapsed = time.perf_counter() - started
+    assert len(out["results"]) == len(graph)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--delay-ms", type=float, default=20.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fake_llm.py"),
+                               str(port), str(args.delay_ms)])
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(f"{url}/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        provider = {"type": "openai", "baseURL": url,
+                    "models": {"bench": {"contextWindow": 100000}},
+                    "request": {"timeout": "60s", "retries": 0}}
+        try:
+            import langgraph  # noqa: F401
+            have_langgraph = True
+        except ImportError:
+            have_langgraph = False
+        rows = []
+        for label, graph in (("research (10 stages)", research()),
+                             ("layered 200 (20 wide)", layered(200, 20))):
+            crit = depth(graph) * args.delay_ms / 1000
+            results: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
+            for _ in range(args.repeat):
+                with tempfile.TemporaryDirectory() as tmp:
+                    results["stagecoach"].append(
+                        asyncio.run(run_stagecoach(graph, provider, Path(tmp))))
+                if have_langgraph:
+                    results["langgraph"].append(asyncio.run(run_langgraph(graph, url)))
+            for peer, times in results.items():
+                if not times:
+                    continue
+                m = statistics.median(times)
+                rows.append((label, peer, len(graph), depth(graph), crit, m, m / crit,
+                             (m - crit) / len(graph) * 1000))
+        print(f"\nLocal orchestration overhead, provider delay {args.delay_ms:.0f} ms, "
+              f"median of {args.repeat} runs")
+        print(f"{'graph':24} {'peer':11} {'stages':>6} {'depth':>5} {'crit(s)':>8} "
+              f"{'makespan(s)':>11} {'ratio':>6} {'overhead/stage(ms)':>19}")
+        for r in rows:
+            print(f"{r[0]:24} {r[1]:11} {r[2]:6d} {r[3]:5d} {r[4]:8.3f} {r[5]:11.3f} "
+                  f"{r[6]:6.2f} {r[7]:19.2f}")
+        if not have_langgraph:
+            print("(langgraph not installed: `make bench` installs it)")
+        graph = layered(500, 25)
+        cassette = [{"stage": n, "response": {"content": "ok", "usage": {"input": 5,
+                                                                           "output": 1}}}
+                    for n, _ in graph]
+        replay = {"type": "replay", "cassette": {"path": "cassette.yaml"}}
+        times = []
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory() as tmp:
+                times.append(asyncio.run(run_stagecoach(graph, replay, Path(tmp), cassette)))
+        m = statistics.median(times)
+        print(f"\n500-stage replay run (layered, 25 wide): {m:.2f} s median, "
+              f"{len(graph) / m:.0f} stages/s")
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
