@@ -26,8 +26,8 @@ from .clock import Clock, SystemClock
 from .errors import AttemptError
 from .providers import CassetteLoadError, ProviderPool, restore_positions, save_positions
 from .runstage import collect_output, prepare_input, run_command
-from .tracing import TraceSink, TraceWriter, clip, writer_id_for
 from .templating import referenced_stages
+from .tracing import TraceSink, TraceWriter, clip, writer_id_for
 from .variables import load_variables
 
 __all__ = ["run_attempt"]

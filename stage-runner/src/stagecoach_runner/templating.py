@@ -43,6 +43,7 @@ def referenced_stages(*templates: str | None) -> set[str] | None:
             return None  # render() reports it
         direct: set[int] = set()
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+            assert isinstance(node, jinja2.nodes.Getattr | jinja2.nodes.Getitem)
             inner = node.node
             if not (isinstance(inner, jinja2.nodes.Name) and inner.name == "stages"):
                 continue

@@ -81,11 +81,14 @@ def test_template_params_merge_and_unknown_params_are_errors() -> None:
     assert "template 'nope' not found" in problems[0].message
 
 
-def test_yaml_12_booleans_keep_on_as_a_key() -> None:
-    docs, problems = load_documents(
-        "apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: p}\n"
-        "spec:\n  stages:\n  - name: a\n    run: {image: x, command: [x]}\n"
-        "    retry: {limit: 1, on: [Timeout]}\n")
+def test_yaml_12_booleans_keep_on_as_a_key_and_unquoted_on_is_flagged() -> None:
+    text = ("apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: p}\n"
+            "spec:\n  stages:\n  - name: a\n    run: {image: x, command: [x]}\n"
+            "    retry: {limit: 1, on: [Timeout]}\n")
+    _, problems = load_documents(text)
+    assert [p.path for p in problems] == ["spec.stages[0].retry.on"]
+    assert 'write the key as "on" (quoted)' in problems[0].message
+    docs, problems = load_documents(text.replace(" on:", ' "on":'))
     assert not problems
     obj = docs[0].obj
     assert isinstance(obj, AgentPipeline) and obj.spec.stages

@@ -3,7 +3,9 @@
 Every mistake becomes a :class:`Problem` with the field path (``spec.stages[3].dependsOn``)
 and a reason a user can act on, plus the YAML line where known; nothing raises to the
 user and no field is silently dropped (duplicate keys and unknown fields are errors).
-YAML is read with YAML 1.2 booleans so ``on:`` (retry.on) stays a key, not ``true``.
+YAML is read with YAML 1.2 booleans so ``on:`` (retry.on) stays a key, not ``true``; an
+unquoted ``on``/``yes``/``no`` key is still reported, because kubectl (YAML 1.1) would
+turn it into ``true`` and the API server would reject the manifest.
 This module reads files only in :func:`load_file`; the rest is pure.
 """
 
@@ -93,6 +95,10 @@ _Yaml12Loader.add_implicit_resolver(
 )
 
 
+_YAML11_BOOLS = {"on", "off", "yes", "no", "y", "n", "On", "Off", "Yes", "No", "ON", "OFF",
+                 "YES", "NO", "Y", "N"}
+
+
 def format_loc(loc: tuple[str | int, ...]) -> str:
     """``('spec', 'stages', 3, 'dependsOn')`` → ``spec.stages[3].dependsOn``."""
     out = ""
@@ -119,6 +125,12 @@ def _walk_lines(
                             "silently win)", key_node.start_mark.line + 1)
                 )
             seen.add(key)
+            if key in _YAML11_BOOLS and key_node.style is None:
+                problems.append(
+                    Problem(format_loc((*path, key)), f'write the key as "{key}" (quoted): '
+                            f"kubectl and other YAML 1.1 parsers read an unquoted {key} as a "
+                            "boolean", key_node.start_mark.line + 1)
+                )
             lines[(*path, key)] = key_node.start_mark.line + 1
             _walk_lines(value_node, (*path, key), lines, problems)
     elif isinstance(node, yaml.SequenceNode):

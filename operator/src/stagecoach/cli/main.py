@@ -33,6 +33,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     p.add_argument("--pipeline", help="pipeline name when the file holds several")
 
+    p = sub.add_parser("run", help="run a pipeline locally")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a parameter (repeatable)")
+    p.add_argument("--providers", metavar="FILE", help="a file with ModelProviders")
+    p.add_argument("--store", default=".stagecoach/runs", metavar="DIR",
+                   help="where run directories go (default: .stagecoach/runs)")
+    p.add_argument("--record", metavar="CASSETTE",
+                   help="record every provider answer into this cassette file")
+    p.add_argument("--pipeline", help="pipeline name when the file holds several")
+
+    p = sub.add_parser("trace", help="show a run's timeline, decisions, errors and tokens")
+    p.add_argument("target", metavar="NAME|RUN_DIR",
+                   help="a local run directory, or a pipeline name in the cluster")
+    p.add_argument("-n", "--namespace", help="namespace of the pipeline (cluster)")
+    p.add_argument("--html", metavar="OUT", help="write the HTML report to OUT")
+    p.add_argument("--json", action="store_true", help="print the events as JSON lines")
+
     p = sub.add_parser("crds", help="print the generated CRDs")
     p.add_argument("--check", action="store_true", help="fail if crds/ is stale")
     p.add_argument("--write", action="store_true", help="write crds/ (what `make crds` does)")
@@ -66,6 +84,19 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     text = render_dot(resolved) if args.format == "dot" else render_mermaid(resolved)
     sys.stdout.write(text)
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .run import run_pipeline
+
+    return run_pipeline(args.file, args.param, args.providers, args.store, args.record,
+                        args.pipeline)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from .trace import run_trace
+
+    return run_trace(args.target, args.namespace, args.html, args.json)
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -102,7 +133,8 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the process exit status)."""
     args = _parser().parse_args(argv)
-    handlers = {"validate": None, "graph": _cmd_graph, "crds": _cmd_crds}
+    handlers = {"validate": None, "graph": _cmd_graph, "crds": _cmd_crds, "run": _cmd_run,
+                "trace": _cmd_trace}
     try:
         if args.command == "validate":
             from .validate import run_validate

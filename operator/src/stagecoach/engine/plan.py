@@ -13,7 +13,6 @@ No side effects: the input state is never modified.
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field

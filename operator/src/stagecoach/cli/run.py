@@ -1,0 +1,161 @@
+"""``stagecoach run FILE``: validate, resolve and execute a pipeline locally.
+
+Prints the run directory, live progress, then a trace summary; exit 0 only when the
+pipeline Succeeded. ``-p k=v`` sets parameters (values parsed as YAML scalars),
+``--providers FILE`` adds ModelProviders, ``--record CASSETTE`` records every provider
+answer into a cassette that replays the run offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stagecoach_runner.providers import ProviderPool, Recorder
+
+from ..api import (
+    AgentPipeline,
+    ModelProvider,
+    ResolvedPipeline,
+    ResolvedStage,
+    format_duration,
+    resolve_pipeline,
+)
+from ..engine.validation import validate_resolved
+from ..local import LocalExecutor, RunOptions, new_run_dir
+from ..local.progress import make_progress
+from .validate import load_manifests
+
+__all__ = ["parse_params", "run_pipeline"]
+
+
+def parse_params(items: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """``k=v`` pairs → dict (YAML scalars: numbers, booleans, lists); errors as text."""
+    params: dict[str, Any] = {}
+    errors = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            errors.append(f"-p {item!r}: expected KEY=VALUE")
+            continue
+        try:
+            params[key] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            params[key] = value
+    return params, errors
+
+
+def _stage_doc(s: ResolvedStage) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": s.name}
+    if s.depends_on:
+        doc["dependsOn"] = list(s.depends_on)
+    if s.when:
+        doc["when"] = s.when
+    if s.for_each:
+        doc["forEach"] = s.for_each
+    if s.agent:
+        doc["agent"] = s.agent.dump()
+    if s.run:
+        doc["run"] = s.run.dump()
+    if s.routes:
+        doc["routes"] = [r.dump() for r in s.routes]
+    doc["retry"] = s.retry.dump()
+    if s.timeout:
+        doc["timeout"] = format_duration(s.timeout)
+    if not s.is_finally:
+        doc["onFailure"] = s.on_failure
+    return doc
+
+
+def _resolved_doc(p: AgentPipeline, r: ResolvedPipeline) -> dict[str, Any]:
+    """The pipeline as it runs: template, params and defaults applied."""
+    doc = p.dump()
+    doc.pop("status", None)
+    spec = doc["spec"]
+    spec.pop("templateRef", None)
+    spec.pop("defaults", None)
+    spec["params"] = r.params
+    spec["stages"] = [_stage_doc(s) for s in r.stages]
+    if r.finally_stages:
+        spec["finally"] = [_stage_doc(s) for s in r.finally_stages]
+    if r.output is not None:
+        spec["output"] = r.output
+    return doc
+
+
+def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | None = None,
+                 store: str = ".stagecoach/runs", record: str | None = None,
+                 pipeline_name: str | None = None) -> int:
+    """The ``run`` command; returns the exit code."""
+    files = [file] + ([providers_file] if providers_file else [])
+    manifests, problems = load_manifests(files)
+    extra, errors = parse_params(params)
+    for e in errors:
+        print(e, file=sys.stderr)
+    for prob in problems:
+        print(prob.render(), file=sys.stderr)
+    if problems or errors:
+        return 1
+    pipelines = [d.obj for d in manifests.documents if isinstance(d.obj, AgentPipeline)]
+    if pipeline_name:
+        pipelines = [p for p in pipelines if p.metadata.name == pipeline_name]
+    if len(pipelines) != 1:
+        names = ", ".join(p.metadata.name for p in pipelines) or "none"
+        print(f"{file}: expected one AgentPipeline (found: {names}); use --pipeline NAME",
+              file=sys.stderr)
+        return 1
+    pipeline = pipelines[0]
+    providers: dict[str, ModelProvider] = manifests.providers()
+    resolved, found = resolve_pipeline(pipeline, manifests.templates(), extra)
+    if resolved is None:
+        for prob in found:
+            print(f"{file}: {prob.render()}", file=sys.stderr)
+        return 1
+    found = validate_resolved(resolved, providers)
+    if found:
+        for prob in found:
+            print(f"{file}: {prob.render()}", file=sys.stderr)
+        return 1
+    now = datetime.now(UTC)
+    run_dir = new_run_dir(Path(store), pipeline.metadata.name, now)
+    uid = run_dir.path.name
+    resolved = ResolvedPipeline(**{**resolved.__dict__, "uid": pipeline.metadata.uid or uid})
+    run_dir.write_manifest(_resolved_doc(pipeline, resolved))
+    print(f"run directory: {run_dir.path}", flush=True)
+    storage = pipeline.spec.storage
+    if storage is not None and storage.type != "local":
+        print(f"note: storage type {storage.type!r} applies in the cluster; a local run keeps "
+              "outputs and the trace in the run directory", flush=True)
+    return asyncio.run(_execute(resolved, providers, run_dir, str(Path(file).parent.resolve()),
+                                record))
+
+
+async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvider],
+                   run_dir: Any, base_dir: str, record: str | None) -> int:
+    recorder = Recorder() if record else None
+    progress = make_progress()
+    async with ProviderPool(recorder=recorder, base_dir=base_dir) as pool:
+        executor = LocalExecutor(resolved, providers, run_dir, pool,
+                                 options=RunOptions(base_dir=base_dir), listener=progress)
+        try:
+            state = await executor.execute()
+        finally:
+            progress.close()
+        events = await executor.store.read_trace()
+    run_dir.write_trace(events)
+    from ..report import summary_text, write_report
+
+    if state.final_output is not None:
+        run_dir.write_output(state.final_output)
+    write_report(run_dir.path, run_dir.report)
+    if recorder is not None and record is not None:
+        recorder.save(record)
+        print(f"cassette recorded: {record}")
+    print(summary_text(run_dir.path))
+    print(f"report: {run_dir.report}")
+    return 0 if state.phase == "Succeeded" else 1

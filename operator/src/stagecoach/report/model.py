@@ -1,0 +1,400 @@
+"""The data behind a run report: status, trace and outputs folded into attempts.
+
+:class:`RunData` is what every view reads. It is built from a local run directory by
+:func:`stagecoach.report.load_run`, or in the cluster from the pipeline's status and trace
+ConfigMaps with :meth:`RunData.from_parts`, so ``stagecoach trace`` looks the same either
+way. The flat trace is folded here, once, into :class:`Attempt` values (StageStarted →
+StageSucceeded/StageFailed with the same stage, iteration, index and attempt) so the
+terminal and HTML views agree. Partial runs are fine: an attempt with no end event runs
+(or stopped) until the last event, events may lack a stage, the status may be missing.
+No side effects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from stagecoach.api import PipelineStatus, TokenUsage
+
+from ._fmt import instance_label, parse_ts
+
+__all__ = ["Attempt", "LoopMark", "OutputFile", "RunData"]
+
+Outcome = Literal["succeeded", "failed", "retrying", "running", "stopped"]
+Key = tuple[str, int, int | None, int]
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed", "Cancelled", "Invalid"})
+RUNNER_EVENTS = frozenset({"InputSnapshot", "OutputSnapshot", "ProviderRetry", "ContextTruncated"})
+_OUTPUT_KEY = re.compile(r"^(?:outputs/)?([A-Za-z0-9-]+)/(\d+)(?:-(\d+))?(?:\.json)?$")
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One stored stage output (``outputs/<stage>/<iteration>[-<index>].json``)."""
+
+    stage: str
+    iteration: int
+    index: int | None
+    format: str
+    value: Any
+    attempt: int | None = None
+
+    @property
+    def key(self) -> str:
+        """``outputs/<stage>/<iteration>[-<index>].json``."""
+        suffix = "" if self.index is None else f"-{self.index}"
+        return f"outputs/{self.stage}/{self.iteration}{suffix}.json"
+
+
+@dataclass
+class Attempt:
+    """One stage attempt on the timeline."""
+
+    stage: str
+    iteration: int
+    index: int | None
+    attempt: int
+    start: datetime
+    end: datetime
+    outcome: Outcome = "running"
+    ended: bool = False
+    error_class: str | None = None
+    message: str | None = None
+    next_attempt_at: datetime | None = None
+    duration_ms: int | None = None
+    tokens: TokenUsage | None = None
+    provider: str | None = None
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """The runner's events for this attempt, in order (snapshots, retries, truncations)."""
+    output: OutputFile | None = None
+
+    @property
+    def key(self) -> Key:
+        """(stage, iteration, index, attempt)."""
+        return (self.stage, self.iteration, self.index, self.attempt)
+
+    @property
+    def instance(self) -> tuple[str, int, int | None]:
+        """(stage, iteration, index): the row this attempt belongs to."""
+        return (self.stage, self.iteration, self.index)
+
+    @property
+    def label(self) -> str:
+        """``scrape[2] it2 #1``."""
+        return f"{instance_label(self.stage, self.index, self.iteration)} #{self.attempt}"
+
+    @property
+    def seconds(self) -> float:
+        """Duration: the reported one when known, else end - start."""
+        if self.duration_ms is not None:
+            return self.duration_ms / 1000
+        return max(0.0, (self.end - self.start).total_seconds())
+
+
+@dataclass(frozen=True)
+class LoopMark:
+    """A back-edge taken: ``stage`` routed back to ``target``, which starts ``iteration``."""
+
+    ts: datetime | None
+    stage: str
+    target: str
+    iteration: int
+    expression: str
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _key(ev: Mapping[str, Any]) -> Key | None:
+    stage, iteration, attempt = ev.get("stage"), _int(ev.get("iteration")), _int(ev.get("attempt"))
+    if not isinstance(stage, str) or iteration is None or attempt is None:
+        return None
+    return (stage, iteration, _int(ev.get("index")), attempt)
+
+
+def _tokens(value: object) -> TokenUsage | None:
+    if not isinstance(value, Mapping):
+        return None
+    inp, out = _int(value.get("input")), _int(value.get("output"))
+    if inp is None and out is None:
+        return None
+    return TokenUsage(input=max(inp or 0, 0), output=max(out or 0, 0))
+
+
+def _data(ev: Mapping[str, Any]) -> dict[str, Any]:
+    data = ev.get("data")
+    return dict(data) if isinstance(data, Mapping) else {}
+
+
+def _coerce_output(key: str, raw: Any) -> OutputFile | None:
+    """An :class:`OutputFile` from a key and a stored document (bytes, str or dict)."""
+    m = _OUTPUT_KEY.match(key)
+    if not m:
+        return None
+    stage, iteration = m.group(1), int(m.group(2))
+    index = None if m.group(3) is None else int(m.group(3))
+    doc: Any = raw
+    if isinstance(raw, bytes | str):
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return OutputFile(stage, iteration, index, "text", text)
+    if isinstance(doc, Mapping) and doc.get("format") in ("json", "text") and "value" in doc:
+        return OutputFile(stage, iteration, index, str(doc["format"]), doc["value"],
+                          _int(doc.get("attempt")))
+    return OutputFile(stage, iteration, index, "text" if isinstance(doc, str) else "json", doc)
+
+
+def _fold(events: list[dict[str, Any]], end: datetime | None,
+          terminal: bool) -> tuple[list[Attempt], list[str]]:
+    """Attempts from the trace, in order of first appearance."""
+    attempts: dict[Key, Attempt] = {}
+    warnings: list[str] = []
+    for ev in events:
+        t, key, ts = ev.get("type"), _key(ev), parse_ts(ev.get("ts"))
+        if key is None or ts is None:
+            continue
+        data = _data(ev)
+        a = attempts.get(key)
+        if t == "StageStarted":
+            if a is None:
+                attempts[key] = Attempt(*key, start=ts, end=ts,
+                                        provider=data.get("provider") or None)
+            continue
+        if t in ("StageSucceeded", "StageFailed"):
+            duration = _int(data.get("durationMs"))
+            if a is None:
+                start = ts - timedelta(milliseconds=duration or 0)
+                a = attempts[key] = Attempt(*key, start=start, end=ts)
+                warnings.append(f"{a.label}: {t} without StageStarted")
+            a.end, a.ended, a.duration_ms = ts, True, duration
+            a.tokens = _tokens(data.get("tokens")) or a.tokens
+            if t == "StageSucceeded":
+                a.outcome = "succeeded"
+            else:
+                a.outcome = "retrying" if data.get("willRetry") else "failed"
+                a.error_class = data.get("errorClass") or "Error"
+                a.message = data.get("message")
+                a.next_attempt_at = parse_ts(data.get("nextAttemptAt"))
+            continue
+        if t in RUNNER_EVENTS:
+            if a is None:
+                a = attempts[key] = Attempt(*key, start=ts, end=ts)
+            a.details.append(ev)
+            if not a.ended:
+                a.end = max(a.end, ts)
+            if t == "OutputSnapshot" and a.tokens is None:
+                snap = _tokens(data.get("tokens"))
+                a.tokens = snap
+    out = list(attempts.values())
+    _close_open(out, events, end, terminal)
+    return out, warnings
+
+
+def _close_open(attempts: list[Attempt], events: list[dict[str, Any]], end: datetime | None,
+                terminal: bool) -> None:
+    """Attempts with no end event: stopped when superseded or the run ended, else running."""
+    gotos = [ts for ev in events if ev.get("type") == "Decision"
+             and _data(ev).get("action") == "goto" and (ts := parse_ts(ev.get("ts")))]
+    for a in attempts:
+        if a.ended:
+            continue
+        later = [b.start for b in attempts if b.stage == a.stage and b.index == a.index
+                 and (b.iteration, b.attempt) > (a.iteration, a.attempt) and b.start >= a.start]
+        if later:
+            cut = [g for g in gotos if a.start <= g <= min(later)]
+            a.end, a.outcome = (min(cut) if cut else min(later)), "stopped"
+        else:
+            a.end = max(a.end, end or a.end)
+            a.outcome = "stopped" if terminal else "running"
+
+
+def _loops(events: list[dict[str, Any]]) -> list[LoopMark]:
+    seen: dict[str, int] = {}
+    marks: list[LoopMark] = []
+    for ev in events:
+        stage, it = ev.get("stage"), _int(ev.get("iteration"))
+        if isinstance(stage, str) and it is not None:
+            seen[stage] = max(seen.get(stage, 0), it)
+        data = _data(ev)
+        if ev.get("type") == "Decision" and data.get("action") == "goto":
+            target = str(data.get("target") or "?")
+            marks.append(LoopMark(parse_ts(ev.get("ts")), str(stage or "?"), target,
+                                  seen.get(target, 1) + 1, str(data.get("expression") or "")))
+    return marks
+
+
+def _infer_status(events: list[dict[str, Any]]) -> PipelineStatus:
+    """A best-effort status when none was stored: phase and times from the trace."""
+    stamps = [ts for ev in events if (ts := parse_ts(ev.get("ts")))]
+    phase: Any = "Running" if events else "Pending"
+    reason = message = None
+    finished = None
+    for ev in events:
+        if ev.get("type") in ("PipelineSucceeded", "PipelineFailed"):
+            data = _data(ev)
+            phase = data.get("phase") or (
+                "Succeeded" if ev["type"] == "PipelineSucceeded" else "Failed")
+            reason, message = data.get("reason"), data.get("message")
+            finished = parse_ts(ev.get("ts"))
+    try:
+        return PipelineStatus(phase=phase, reason=reason, message=message,
+                              started_at=min(stamps) if stamps else None, finished_at=finished)
+    except ValueError:
+        return PipelineStatus(phase="Running" if events else "Pending")
+
+
+@dataclass
+class RunData:
+    """Everything a report shows about one run. Build with :meth:`from_parts`."""
+
+    name: str
+    status: PipelineStatus
+    events: list[dict[str, Any]]
+    attempts: list[Attempt]
+    outputs: dict[str, OutputFile]
+    final_output: str | None
+    stage_order: list[str]
+    loops: list[LoopMark]
+    start: datetime | None
+    end: datetime | None
+    manifest: str | None = None
+    max_tokens: int | None = None
+    source: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_parts(cls, status: PipelineStatus | None, events: list[dict[str, Any]],
+                   outputs: Mapping[str, Any] | None = None, final_output: str | None = None,
+                   *, name: str | None = None, manifest: str | None = None,
+                   max_tokens: int | None = None, source: str | None = None,
+                   warnings: Iterable[str] = ()) -> RunData:
+        """Fold a status, trace events and stored outputs into report data.
+
+        ``outputs`` maps an output key (``outputs/<stage>/<iteration>[-<index>].json``, or
+        the same without the prefix and suffix) to the stored document: bytes or text as the
+        store holds it, or an already parsed ``{"format", "value"}`` dict. ``status`` None
+        means "not stored": phase and times are then inferred from the trace.
+        """
+        notes = list(warnings)
+        events = [e for e in events if isinstance(e, dict)]
+        status = status if status is not None else _infer_status(events)
+        stamps = [ts for ev in events if (ts := parse_ts(ev.get("ts")))]
+        times = [t for t in (parse_ts(status.started_at), parse_ts(status.finished_at)) if t]
+        times += stamps
+        start, end = (min(times), max(times)) if times else (None, None)
+        terminal = status.phase in TERMINAL_PHASES
+        attempts, fold_notes = _fold(events, end, terminal)
+        notes += fold_notes
+        files: dict[str, OutputFile] = {}
+        for key, raw in (outputs or {}).items():
+            f = _coerce_output(key, raw)
+            if f is None:
+                notes.append(f"ignored output {key!r}: not outputs/<stage>/<iteration>[-<index>]")
+            else:
+                files[f.key] = f
+        _attach_outputs(attempts, files)
+        if name is None:
+            name = next((str(e["pipeline"]) for e in events if e.get("pipeline")), None)
+        return cls(name=name or "pipeline", status=status, events=events, attempts=attempts,
+                   outputs=files, final_output=final_output,
+                   stage_order=_stage_order(status, events), loops=_loops(events),
+                   start=start, end=end, manifest=manifest, max_tokens=max_tokens,
+                   source=source, warnings=notes)
+
+    # -- questions the views ask ------------------------------------------------------
+    @property
+    def phase(self) -> str:
+        """The pipeline's phase."""
+        return self.status.phase
+
+    @property
+    def terminal(self) -> bool:
+        """True once the pipeline reached a final phase."""
+        return self.status.phase in TERMINAL_PHASES
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from the first to the last known moment of the run."""
+        if self.start is None or self.end is None:
+            return None
+        return max(0.0, (self.end - self.start).total_seconds())
+
+    def of_type(self, *types: str) -> list[dict[str, Any]]:
+        """Events of the given types, in trace order."""
+        return [e for e in self.events if e.get("type") in types]
+
+    def timeline(self) -> list[Attempt]:
+        """Attempts ordered for display: by start, then stage order, iteration, index."""
+        rank = {name: n for n, name in enumerate(self.stage_order)}
+        return sorted(self.attempts, key=lambda a: (a.start, rank.get(a.stage, len(rank)),
+                                                    a.iteration, a.index or 0, a.attempt))
+
+    def final(self) -> tuple[str | None, str | None]:
+        """(reason, message) of the pipeline's end: status first, then the final event."""
+        reason, message = self.status.reason, self.status.message
+        for ev in self.of_type("PipelineSucceeded", "PipelineFailed"):
+            data = _data(ev)
+            reason = reason or data.get("reason")
+            message = message or data.get("message")
+        return reason, message
+
+    def assembled(self) -> dict[str, Any] | None:
+        """The OutputAssembled event's data, or None."""
+        found = self.of_type("OutputAssembled")
+        return _data(found[-1]) if found else None
+
+    def tokens_by_stage(self) -> dict[str, TokenUsage]:
+        """Tokens per stage, in stage order: the trace's sum, or the status when larger."""
+        sums: dict[str, TokenUsage] = {}
+        for a in self.attempts:
+            if a.tokens is not None:
+                t = sums.setdefault(a.stage, TokenUsage())
+                t.input += a.tokens.input
+                t.output += a.tokens.output
+        for st in self.status.stages:
+            if st.tokens.total > sums.get(st.name, TokenUsage()).total:
+                sums[st.name] = st.tokens
+        rank = {name: n for n, name in enumerate(self.stage_order)}
+        return dict(sorted(sums.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    def tokens_total(self) -> TokenUsage:
+        """All tokens: the status total, or the sum over stages when larger."""
+        by_stage = self.tokens_by_stage().values()
+        summed = TokenUsage(input=sum(t.input for t in by_stage),
+                            output=sum(t.output for t in by_stage))
+        return self.status.tokens if self.status.tokens.total >= summed.total else summed
+
+
+def _stage_order(status: PipelineStatus, events: list[dict[str, Any]]) -> list[str]:
+    order: list[str] = []
+    for ev in events:
+        if ev.get("type") == "PipelineStarted":
+            data = _data(ev)
+            for group in (data.get("stages"), data.get("finally")):
+                if isinstance(group, list):
+                    order += [s for s in group if isinstance(s, str) and s not in order]
+    order += [s.name for s in status.stages if s.name not in order]
+    for ev in events:
+        stage = ev.get("stage")
+        if isinstance(stage, str) and stage not in order:
+            order.append(stage)
+    return order
+
+
+def _attach_outputs(attempts: list[Attempt], files: dict[str, OutputFile]) -> None:
+    by_key = {a.key: a for a in attempts}
+    for f in files.values():
+        target = by_key.get((f.stage, f.iteration, f.index, f.attempt)) if f.attempt else None
+        if target is None:
+            done = [a for a in attempts if a.instance == (f.stage, f.iteration, f.index)
+                    and a.outcome == "succeeded"]
+            target = done[-1] if done else None
+        if target is not None:
+            target.output = f
