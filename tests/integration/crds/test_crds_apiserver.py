@@ -3,6 +3,7 @@ documented by ``kubectl explain``, and enforcing what the schema can state."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,21 @@ def _pipeline(spec: dict[str, Any], name: str = "p") -> str:
                            "metadata": {"name": name}, "spec": spec})
 
 
+def _explain(cluster: Any, path: str) -> str:
+    """kubectl explain, retried while the API server publishes the new OpenAPI."""
+    deadline = time.monotonic() + 60
+    while True:
+        proc = cluster.kubectl("explain", path, check=False)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            assert proc.returncode == 0, proc.stderr
+            return str(proc.stdout)
+        time.sleep(1)
+
+
 def test_kubectl_explain_shows_field_descriptions(crds: Any) -> None:
-    out = crds.kubectl("explain", "agentpipelines.spec.stages.routes.maxIterations").stdout
+    out = _explain(crds, "agentpipelines.spec.stages.routes.maxIterations")
     assert "How many iterations this back-edge may give its target" in out
-    out = crds.kubectl("explain", "ap.spec.stages.dependsOn").stdout
+    out = _explain(crds, "ap.spec.stages.dependsOn")
     assert "Stages that must finish first" in out
 
 
@@ -64,6 +76,11 @@ INVALID = [
     ("DNS stage names", {"stages": [{**STAGE, "name": "Bad_Name"}]}, "should match"),
     ("duplicate stage names", {"stages": [STAGE, STAGE]}, "Duplicate value"),
     ("durations", {"timeout": "5 minutes", "stages": [STAGE]}, "should match"),
+    ("self dependency", {"stages": [{**STAGE, "dependsOn": ["a"]}]},
+     "a stage cannot depend on itself"),
+    ("route to itself", {"stages": [{**STAGE, "routes": [
+        {"when": "true", "goto": "a", "maxIterations": 2}]}]},
+     "a route must go back to an ancestor"),
     ("unknown error class",
      {"stages": [{**STAGE, "retry": {"on": ["Nope"]}}]}, "Unsupported value"),
 ]

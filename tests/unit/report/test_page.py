@@ -114,8 +114,10 @@ def test_sections_show_the_run(run_dir: Path) -> None:
 
 
 def test_partial_runs_render(make_run: Callable[..., Path]) -> None:
-    cases: list[dict[str, Any]] = [{"status": None, "events": EVENTS[:12], "final": None},
-               {"status": None, "events": [], "final": None, "outputs": {}, "manifest": None}]
+    cases: list[dict[str, Any]] = [
+        {"status": None, "events": EVENTS[:12], "final": None},
+        {"status": None, "events": [], "final": None, "outputs": {}, "manifest": None},
+    ]
     for kw in cases:
         html = render_html(load_run(make_run(**kw)))
         check(html)

@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_STAGES = 1000
+"""Upper bound on stages per pipeline (keeps status and CRD validation cost bounded)."""
 
 ErrorClass = Literal[
     "Error",
@@ -71,6 +73,9 @@ RETRYABLE_DEFAULT: tuple[str, ...] = (
 
 class OutputSpec(ApiModel):
     """How a stage's output is interpreted and checked."""
+
+    # No CRD rule for "schema needs format json": CEL cannot see a schemaless
+    # (preserve-unknown-fields) property, so the API server would reject the rule.
 
     format: Literal["text", "json"] = Field(
         "text", description="text: the raw answer; json: parsed JSON, checked against schema."
@@ -227,15 +232,29 @@ class StageSpecBody(ApiModel):
 class Stage(StageSpecBody):
     """One step of the pipeline: an agent call or a container, with its wiring."""
 
+    model_config = {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _EXACTLY_ONE,
+                {"rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
+                 "message": "a stage cannot depend on itself"},
+                {"rule": "!has(self.routes) || self.routes.all(r, r.goto != self.name)",
+                 "message": "a route must go back to an ancestor, not to its own stage"},
+            ]
+        }
+    }
+
     depends_on: list[str] = Field(
-        default_factory=list, description="Stages that must finish first (fan-in)."
+        default_factory=list, max_length=100,
+        description="Stages that must finish first (fan-in).",
     )
     when: str | None = Field(None, description="CEL condition; false skips the stage.")
     for_each: str | None = Field(
         None, description="CEL expression yielding a list; one instance per item (fan-out)."
     )
     routes: list[Route] = Field(
-        default_factory=list, description="Back-edges evaluated in order after success."
+        default_factory=list, max_length=20,
+        description="Back-edges evaluated in order after success.",
     )
     on_failure: Literal["fail", "continue"] = Field(
         "fail", description="fail the pipeline, or continue with this stage's output null."
@@ -330,7 +349,8 @@ class PipelineSpec(ApiModel):
     storage: Storage | None = Field(None, description="Output and trace storage.")
     defaults: Defaults | None = Field(None, description="Stage defaults.")
     stages: list[Stage] | None = Field(
-        None, description="The stages (unless templateRef).", json_schema_extra=_STAGE_LIST
+        None, max_length=MAX_STAGES, description="The stages (unless templateRef).",
+        json_schema_extra=_STAGE_LIST,
     )
     finally_: list[StageSpecBody] | None = Field(
         None,
@@ -365,7 +385,9 @@ class TemplateSpec(ApiModel):
         default_factory=dict, description="Parameters with defaults."
     )
     defaults: Defaults | None = Field(None, description="Stage defaults.")
-    stages: list[Stage] = Field(description="The stages.", json_schema_extra=_STAGE_LIST)
+    stages: list[Stage] = Field(
+        max_length=MAX_STAGES, description="The stages.", json_schema_extra=_STAGE_LIST
+    )
     finally_: list[StageSpecBody] | None = Field(
         None, alias="finally", description="Finally stages.", json_schema_extra=_STAGE_LIST
     )

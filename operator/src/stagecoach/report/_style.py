@@ -85,8 +85,8 @@ details:target{outline:2px solid var(--loop)}
 .dot{display:inline-block;width:9px;height:9px;border-radius:50%;background:var(--stop)}
 .dot.succeeded{background:var(--ok)}.dot.failed{background:var(--bad)}
 .dot.retrying{background:var(--warn)}.dot.running{background:var(--run)}
-.facts{display:flex;flex-wrap:wrap;gap:4px 18px;font-size:12.5px;color:var(--muted);
-margin:6px 0}
+.facts{font-size:12.5px;color:var(--muted);margin:6px 0}
+.facts span{display:inline-block;margin-right:18px;white-space:nowrap}
 .facts b{color:var(--fg);font-weight:600}
 .note{font-size:13px;margin:6px 0;padding:6px 10px;border-left:3px solid var(--warn);
 background:var(--warn-bg);border-radius:0 6px 6px 0}

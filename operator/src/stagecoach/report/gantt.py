@@ -83,9 +83,10 @@ def render_gantt(data: RunData) -> str:
     if not rows or data.start is None or data.end is None:
         return '<p class="muted">No stage attempts were recorded.</p>'
     t0 = data.start
+    top = TOP if any(loop.ts for loop in data.loops) else TOP - 22
     span = max((data.end - t0).total_seconds(), 0.001)
     chart_w = WIDTH - LABEL_W - RIGHT
-    height = TOP + len(rows) * ROW_H + 10
+    height = top + len(rows) * ROW_H + 10
 
     def x(ts: datetime) -> float:
         return LABEL_W + min(max((ts - t0).total_seconds() / span, 0.0), 1.0) * chart_w
@@ -96,14 +97,14 @@ def render_gantt(data: RunData) -> str:
     ]
     for n, _ in enumerate(rows):
         if n % 2 == 0:
-            y = TOP + n * ROW_H
+            y = top + n * ROW_H
             out.append(f'<path class="stripe" d="M0 {y} h{WIDTH} v{ROW_H} h-{WIDTH} z"/>')
     step, k = _step(span), 0
     while k * step <= span + 1e-9:
         gx = LABEL_W + k * step / span * chart_w
-        out.append(f'<line class="grid" x1="{gx:.1f}" y1="{TOP - 6}" x2="{gx:.1f}" '
+        out.append(f'<line class="grid" x1="{gx:.1f}" y1="{top - 6}" x2="{gx:.1f}" '
                    f'y2="{height - 6}"/>')
-        out.append(f'<text class="tick" x="{gx:.1f}" y="{TOP - 10}" text-anchor="middle">'
+        out.append(f'<text class="tick" x="{gx:.1f}" y="{top - 10}" text-anchor="middle">'
                    f"{escape(fmt_duration(k * step))}</text>")
         k += 1
     for loop in data.loops:
@@ -111,16 +112,16 @@ def render_gantt(data: RunData) -> str:
             continue
         lx = x(loop.ts)
         first = next((n for n, r in enumerate(rows) if r.start >= loop.ts), len(rows))
-        ly = TOP + first * ROW_H
+        ly = top + first * ROW_H
         tip = escape(f"{loop.stage} routed back to {loop.target}: iteration {loop.iteration}\n"
                      f"{loop.expression}")
         out.append(f'<g class="loop"><title>{tip}</title>'
-                   f'<line x1="{lx:.1f}" y1="{TOP - 46}" x2="{lx:.1f}" y2="{height - 6}"/>'
+                   f'<line x1="{lx:.1f}" y1="{top - 46}" x2="{lx:.1f}" y2="{height - 6}"/>'
                    f'<line class="sep" x1="0" y1="{ly}" x2="{WIDTH}" y2="{ly}"/>'
-                   f'<text x="{lx + 4:.1f}" y="{TOP - 37}">↺ {escape(loop.target)} '
+                   f'<text x="{lx + 4:.1f}" y="{top - 37}">↺ {escape(loop.target)} '
                    f"it{loop.iteration}</text></g>")
     for n, row in enumerate(rows):
-        y = TOP + n * ROW_H
+        y = top + n * ROW_H
         mid = y + ROW_H / 2
         label = escape(clip(instance_label(row.stage, row.index), 26))
         sub = f'<tspan class="sub"> it{row.iteration}</tspan>' if row.iteration > 1 else ""

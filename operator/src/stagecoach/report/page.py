@@ -47,6 +47,10 @@ def _pre(text: str, cls: str = "") -> str:
     return f"<pre{attr}>{escape(body)}</pre>"
 
 
+def _facts(items: list[str]) -> str:
+    return '<div class="facts">' + "".join(f"<span>{i}</span>" for i in items) + "</div>"
+
+
 def _who(ev: dict[str, Any]) -> str:
     label = instance_label(ev.get("stage"), ev.get("index"), ev.get("iteration"))
     if isinstance(ev.get("attempt"), int):
@@ -211,7 +215,7 @@ def _output(data: RunData) -> str:
         parts = ", ".join(f"<b>{_e(s)}</b> (iteration {_e(its.get(s, '?'))})"
                           for s in done.get("stages") or [])
         how = "the output template" if done.get("template") else "the last stage's output"
-        meta = (f'<p class="facts">Assembled by {how} from {parts or "no stage"} · '
+        meta = (f'<p class="muted">Assembled by {how} from {parts or "no stage"} · '
                 f"{_e(fmt_int(done.get('bytes')))} bytes</p>")
     body = _pre(data.final_output, "output") if data.final_output is not None else ""
     return f'<section id="output"><h2>Output</h2>{meta}{body}</section>'
@@ -225,7 +229,7 @@ def _snapshot(ev: dict[str, Any]) -> str:
             facts.append(f"≈ <b>{fmt_int(d['estimatedTokens'])}</b> input tokens")
         if d.get("fallback"):
             facts.append("<b>fallback provider</b>")
-        out = f'<h4>Input</h4><div class="facts">{" · ".join(facts)}</div>'
+        out = f'<h4>Input</h4>{_facts(facts)}'
         for k in ("system", "prompt"):
             if d.get(k):
                 out += f'<div class="muted">{k}</div>{_pre(str(d[k]))}'
@@ -247,7 +251,7 @@ def _snapshot(ev: dict[str, Any]) -> str:
             facts.append(f"tokens <b>{fmt_int(tok.get('input'))}</b> in / "
                          f"<b>{fmt_int(tok.get('output'))}</b> out")
         body = d.get("content") if "content" in d else d.get("output")
-        return (f'<h4>Answer</h4><div class="facts">{" · ".join(facts)}</div>'
+        return (f'<h4>Answer</h4>{_facts(facts)}'
                 f"{_pre(_pretty(body))}")
     if t == "ProviderRetry":
         return (f'<div class="note">provider {_e(d.get("provider"))} answered '
@@ -266,7 +270,7 @@ def _stored(f: OutputFile) -> str:
 
 
 def _attempt(a: Attempt, data: RunData) -> str:
-    tokens = (f" · {fmt_int(a.tokens.total)} tokens" if a.tokens is not None else "")
+    tokens = f" · {fmt_int(a.tokens.total)} tokens" if a.tokens and a.tokens.total else ""
     facts = [f"started <b>{_e(fmt_offset(a.start, data.start))}</b>",
              f"took <b>{_e(fmt_duration(a.seconds))}</b>"]
     if a.provider:
@@ -293,7 +297,7 @@ def _attempt(a: Attempt, data: RunData) -> str:
             f'<span class="pill {a.outcome}">{a.outcome}</span>'
             f'<span class="muted">{_e(fmt_duration(a.seconds))}{_e(tokens)}'
             f'{_e(" · " + a.error_class) if a.error_class else ""}</span></summary>'
-            f'<div class="body"><div class="facts">{" · ".join(facts)}</div>{err}{body}</div>'
+            f'<div class="body">{_facts(facts)}{err}{body}</div>'
             "</details>")
 
 

@@ -134,8 +134,8 @@ def _timeline(data: RunData, width: int) -> list[str]:
     entries.sort(key=lambda e: (e[0], e[1] >= 0, e[1]))
     lines += [e[2] for e in entries]
     lines += axis.ruler(label_w + 3)
-    lines.append("  ✓ succeeded  ✗ failed  ┄ backoff before the next attempt  ▸ running  "
-                 "◼ stopped  ○ skipped")
+    lines.append("  ✓ succeeded  ✗ failed  ┄ backoff until the retry  ▸ running  ◼ stopped  "
+                 "○ skipped")
     return lines
 
 
@@ -156,8 +156,12 @@ def _decisions(data: RunData, width: int) -> list[str]:
         if d.get("target"):
             action += f" {d['target']}" if action == "goto" else f" (back-edge to {d['target']})"
         head = (f"  {fmt_offset(_ts(ev), data.start):>8}  {_who(ev)}  {d.get('kind')}: "
-                f"{d.get('expression')}  = {preview(d.get('result'), 40)}  ⇒ {action}")
-        lines.append(clip(head, max(width, 60) + 40))
+                f"{d.get('expression')}")
+        verdict = f"= {preview(d.get('result'), 40)}  ⇒ {action}"
+        if len(head) + 2 + len(verdict) <= width:
+            lines.append(f"{head}  {verdict}")
+        else:
+            lines += [clip(head, width * 2), " " * 12 + verdict]
         values = d.get("values")
         if isinstance(values, dict) and values:
             reads = ", ".join(f"{k} = {preview(v, 60)}" for k, v in values.items())
@@ -256,7 +260,12 @@ def render_terminal(data: RunData, width: int = 100) -> str:
     retries = sum(1 for a in data.attempts if a.outcome == "retrying")
     facts.append(f"{len(data.attempts)} attempts, {retries} retried")
     facts.append(f"tokens {fmt_int(total.input)} in + {fmt_int(total.output)} out")
-    lines = [head, "  " + " · ".join(facts)]
+    lines = [head, "  " + facts[0]]
+    for fact in facts[1:]:
+        if len(lines[-1]) + 3 + len(fact) <= width:
+            lines[-1] += " · " + fact
+        else:
+            lines.append("  " + fact)
     if message:
         lines += _wrap(message, width, "  ")
     sections = [_timeline(data, width), _decisions(data, width), _errors(data, width),

@@ -1,0 +1,74 @@
+"""``stagecoach run`` and ``stagecoach trace`` as a user runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "examples/research-report/pipeline.yaml"
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "stagecoach.cli.main", *args],
+                          capture_output=True, text=True, timeout=300, cwd=cwd, check=False)
+
+
+def run_dir(proc: subprocess.CompletedProcess[str]) -> Path:
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run directory: "))
+    return Path(line.removeprefix("run directory: "))
+
+
+def test_demo_pipeline_runs_offline_and_writes_the_run_directory(tmp_path: Path) -> None:
+    proc = cli("run", str(EXAMPLE), "--store", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    d = run_dir(proc)
+    assert d.parent == tmp_path and d.name.startswith("battery-report-")
+    for name in ("pipeline.yaml", "status.json", "trace.jsonl", "output.txt", "report.html"):
+        assert (d / name).is_file(), name
+    assert (d / "outputs/research/1.json").is_file() and (d / "outputs/research/2.json").is_file()
+    assert (d / "outputs/scrape/1-0.json").is_file()
+    status = json.loads((d / "status.json").read_text())
+    stages = {s["name"]: s for s in status["stages"]}
+    assert status["phase"] == "Succeeded" and status["progress"] == "8/8"
+    assert stages["research"]["iteration"] == 2 and stages["qa"]["attempt"] == 2
+    assert stages["scrape"]["instances"] == {"total": 3, "succeeded": 3, "failed": 0,
+                                             "running": 0}
+    events = [json.loads(ln) for ln in (d / "trace.jsonl").read_text().splitlines()]
+    types = {e["type"] for e in events}
+    assert {"ProviderRetry", "Decision", "InputSnapshot", "OutputSnapshot", "OutputAssembled",
+            "PipelineSucceeded"} <= types
+    assert "Solid-state batteries" in (d / "output.txt").read_text()
+    assert "Timeline" in proc.stdout and "report: " in proc.stdout
+    # the resolved pipeline in the run directory is itself a valid manifest
+    assert cli("validate", str(d / "pipeline.yaml")).returncode == 0
+
+    trace = cli("trace", str(d))
+    assert trace.returncode == 0 and "Decisions" in trace.stdout and "goto research" in trace.stdout
+    as_json = cli("trace", str(d), "--json")
+    assert [json.loads(ln)["type"] for ln in as_json.stdout.splitlines()][-1] == \
+        "PipelineSucceeded"
+    html = cli("trace", str(d), "--html", str(tmp_path / "r.html"))
+    assert html.returncode == 0 and "<svg" in (tmp_path / "r.html").read_text()
+
+
+def test_params_failure_exit_code_and_bad_input(tmp_path: Path) -> None:
+    manifest = tmp_path / "p.yaml"
+    manifest.write_text(
+        "apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: p}\n"
+        "spec:\n  params: {code: 0}\n  stages:\n  - name: s\n    run:\n      image: x\n"
+        f"      command: [{sys.executable}, -c, 'import sys; sys.exit(int(sys.argv[1]))']\n"
+        "      args: ['{{ params.code }}']\n")
+    # args are not templated: the command receives the literal string, which int() rejects
+    failed = cli("run", str(manifest), "--store", str(tmp_path), "-p", "code=3")
+    assert failed.returncode == 1
+    assert "pipeline Failed" in failed.stdout
+    bad = cli("run", str(manifest), "-p", "nonsense")
+    assert bad.returncode == 1 and "expected KEY=VALUE" in bad.stderr
+    missing = cli("run", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 1 and "cannot read file" in missing.stderr
+    assert "Traceback" not in failed.stderr + bad.stderr + missing.stderr
+    nodir = cli("trace", str(tmp_path / "nope"))
+    assert nodir.returncode == 1 and "Traceback" not in nodir.stderr
