@@ -72,3 +72,42 @@ def test_params_failure_exit_code_and_bad_input(tmp_path: Path) -> None:
     assert "Traceback" not in failed.stderr + bad.stderr + missing.stderr
     nodir = cli("trace", str(tmp_path / "nope"))
     assert nodir.returncode == 1 and "Traceback" not in nodir.stderr
+
+
+def test_ctrl_c_cancels_stops_the_subprocess_and_flushes_the_trace(tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    pidfile = tmp_path / "pid"
+    manifest = tmp_path / "slow.yaml"
+    code = f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    manifest.write_text(
+        "apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: slow}\n"
+        "spec:\n  stages:\n  - name: s\n    run:\n      image: x\n"
+        f"      command: [{sys.executable}, -c, {json.dumps(code)}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "stagecoach.cli.main", "run", str(manifest),
+                             "--store", str(tmp_path / "runs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not pidfile.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if not pidfile.exists():
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"the stage never started:\n{out}\n{err}")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    assert "Traceback" not in err
+    d = next((tmp_path / "runs").iterdir())
+    assert json.loads((d / "status.json").read_text())["phase"] == "Cancelled"
+    last = json.loads((d / "trace.jsonl").read_text().splitlines()[-1])
+    assert last["type"] == "PipelineFailed" and last["data"]["phase"] == "Cancelled"
+    time.sleep(0.2)
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+        alive = True
+    except ProcessLookupError:
+        alive = False
+    assert not alive, "the stage's process survived the cancellation"
