@@ -22,11 +22,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The CRDs live in crds/ (kubectl apply -f crds/) and in the chart's crds/ (helm install).
 crds: $(STAMP)
 	$(BIN)/stagecoach crds --write --dir crds
+	$(BIN)/stagecoach crds --write --dir charts/stagecoach/crds
 
 crds-check: $(STAMP)
 	$(BIN)/stagecoach crds --check --dir crds
+	$(BIN)/stagecoach crds --check --dir charts/stagecoach/crds
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,110 @@
+"""The Helm chart: lints, renders in both RBAC modes, and every rendered manifest is a
+valid Kubernetes object (kubernetes-validate, strict). No helm binary: helm-python-sdk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+CHART = ROOT / "charts/stagecoach"
+KUBE_VERSION = "1.37.0"
+
+
+def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    chart = helm.Chart.load(CHART)
+    rendered = chart.render(values or {}, name="sc", namespace="stagecoach-system",
+                            is_install=True)
+    docs: list[dict[str, Any]] = []
+    for text in rendered.values():
+        docs.extend(d for d in yaml.safe_load_all(text) if d)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_lint_is_clean() -> None:
+    report = helm.lint(CHART, strict=True, kube_version=f"v{KUBE_VERSION}")
+    errors = [m for m in report["messages"] if m["severity"] >= 2] + report.get("errors", [])
+    assert errors == []
+
+
+@pytest.mark.parametrize("values", [
+    {},
+    {"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}},
+    {"metrics": {"serviceMonitor": {"enabled": True}}, "dashboard": {"enabled": True},
+     "operator": {"defaultStorage": {"type": "s3", "s3": {
+         "bucket": "b", "endpoint": "http://s3", "credentialsSecret": "s3-creds"}}}},
+], ids=["cluster", "namespaces", "s3-monitoring"])
+def test_rendered_manifests_are_valid(values: dict[str, Any]) -> None:
+    docs = render(values)
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"].startswith("monitoring.coreos.com"):
+            continue  # Prometheus Operator CRD: not part of Kubernetes' schemas
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_operator_deployment_is_single_recreate_and_restricted() -> None:
+    [dep] = by_kind(render(), "Deployment")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    c = pod["containers"][0]
+    assert c["args"] == ["operator", "--all-namespaces"]
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert {p["httpGet"]["path"] for p in (c["livenessProbe"], c["readinessProbe"])} == {
+        "/healthz", "/readyz"}
+
+
+def test_namespace_mode_grants_nothing_cluster_wide_beyond_crd_reads() -> None:
+    docs = render({"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}})
+    [cluster_role] = by_kind(docs, "ClusterRole")
+    assert cluster_role["rules"] == [{"apiGroups": ["apiextensions.k8s.io"],
+                                      "resources": ["customresourcedefinitions"],
+                                      "verbs": ["get", "list", "watch"]}]
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
+    assert ("team-a", "sc-stagecoach") in roles and ("team-b", "sc-stagecoach") in roles
+    assert ("team-a", "stagecoach-stage") in roles
+    [dep] = by_kind(docs, "Deployment")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "operator", "--namespace=team-a", "--namespace=team-b"]
+
+
+def test_stage_role_allows_only_configmaps_and_no_secrets() -> None:
+    docs = render()
+    stage_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "stagecoach-stage"]
+    assert stage_roles
+    for role in stage_roles:
+        assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                  "verbs": ["get", "list", "create", "update", "patch"]}]
+    for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
+        for rule in role["rules"]:
+            assert "secrets" not in rule["resources"]
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+def test_values_schema_rejects_bad_values() -> None:
+    chart = helm.Chart.load(CHART)
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema({"watch": {"mode": "everywhere"}})
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema({"watch": {"mode": "namespaces", "namespaces": []}})
+    with pytest.raises(helm.HelmError):
+        chart.validate_schema({"metrics": {"port": 0}})
+
+
+def test_chart_crds_match_the_generated_ones() -> None:
+    chart_crds = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    assert chart_crds == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
+    for name in chart_crds:
+        assert (CHART / "crds" / name).read_text() == (ROOT / "crds" / name).read_text()
