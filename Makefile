@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo crds crds-check lint typecheck bench clean model-server
+.PHONY: help install test test-fast demo crds crds-check lint typecheck bench clean model-server image
 
 help:
 	@echo "make demo   - run the example research pipeline locally, offline"
@@ -60,6 +60,11 @@ model-server: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/local_overhead.py
+
+# The operator/runner image (needs a Docker engine; not used by the tests).
+IMAGE ?= ghcr.io/stagecoach-dev/stagecoach:0.1.0
+image:
+	docker build -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
