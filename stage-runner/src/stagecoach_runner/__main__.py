@@ -51,22 +51,45 @@ def _write_result(result: AttemptResult, path: Path | None) -> None:
     print(text)
 
 
+async def _mode(mode: str, spec: AttemptSpec, dir: str) -> AttemptResult:
+    from .podmodes import collect_mode, prepare_mode
+
+    store = open_store(spec.store, pipeline=spec.pipeline)
+    try:
+        if mode == "prepare":
+            return await prepare_mode(spec, store, dir)
+        return await collect_mode(spec, store, dir)
+    finally:
+        close = getattr(store, "aclose", None)
+        if close is not None:
+            await close()
+
+
 async def _main(spec: AttemptSpec) -> AttemptResult:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)
-    store = open_store(spec.store)
+    store = open_store(spec.store, pipeline=spec.pipeline)
     try:
         return await run_attempt(spec, store)
     except asyncio.CancelledError:
         return AttemptResult.failed("Error", f"{spec.label} was cancelled (SIGTERM)")
+    finally:
+        close = getattr(store, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="stagecoach-runner", description=__doc__)
+    parser.add_argument("mode", nargs="?", default="run", choices=["run", "prepare", "collect"],
+                        help="run: the whole attempt (default); prepare / collect: a run "
+                        "stage's init container / sidecar in a pod")
+    parser.add_argument("--dir", default="/stagecoach",
+                        help="prepare/collect: the shared directory (default /stagecoach)")
     parser.add_argument("--attempt", metavar="FILE", help="AttemptSpec JSON file")
     parser.add_argument("--termination-log", metavar="FILE", help="where to write the result")
     args = parser.parse_args(argv)
@@ -78,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         result = AttemptResult.failed("InvalidInput", f"cannot read the attempt spec: {e}")
         _write_result(result, path)
         return result.exit_code
+    if args.mode != "run":
+        result = asyncio.run(_mode(args.mode, spec, args.dir))
+        _write_result(result, path)
+        # The collector reports failures in its result; the sidecar itself exits 0.
+        return result.exit_code if args.mode == "prepare" else 0
     result = asyncio.run(_main(spec))
     _write_result(result, path)
     return result.exit_code

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ import httpx2 as httpx
 from stagecoach.api import AttemptResult, AttemptSpec, format_duration
 from stagecoach.store import Store, StoreError, TooLarge, encode_output, output_key
 
+from . import telemetry
 from .agent import TokenMeter, run_agent
 from .clock import Clock, SystemClock
 from .errors import AttemptError
 from .providers import CassetteLoadError, ProviderPool, restore_positions, save_positions
 from .runstage import collect_output, prepare_input, run_command
 from .templating import referenced_stages
-from .tracing import TraceSink, TraceWriter, clip, writer_id_for
+from .tracing import Redactor, TraceSink, TraceWriter, clip, writer_id_for
 from .variables import load_variables
 
 __all__ = ["run_attempt"]
@@ -45,6 +47,7 @@ async def run_attempt(
     pool: ProviderPool | None = None,
     workdir: str | os.PathLike[str] | None = None,
     environ: dict[str, str] | None = None,
+    traceparent: str | None = None,
 ) -> AttemptResult:
     """Run ``spec`` against ``store`` and report the outcome (never raises for failures).
 
@@ -53,8 +56,34 @@ async def run_attempt(
     afterwards. ``trace_writer`` defaults to a :class:`TraceWriter` on ``store``.
     ``workdir`` keeps a run stage's input, output and logs (default: a temporary
     directory removed afterwards). ``environ`` replaces ``os.environ`` for API keys and
-    run-stage commands.
+    run-stage commands. With OpenTelemetry on (``OTEL_EXPORTER_OTLP_ENDPOINT``) the
+    attempt is a span, child of ``traceparent`` (W3C), else of ``$TRACEPARENT``, else of
+    the current context (:mod:`.telemetry`).
     """
+    kw: dict[str, Any] = {"transport": transport, "clock": clock, "trace_writer": trace_writer,
+                          "pool": pool, "workdir": workdir, "environ": environ}
+    span = telemetry.attempt_span(spec, traceparent=traceparent, environ=environ)
+    if span is None:
+        return await _attempt(spec, store, **kw)
+    with span:
+        result = await _attempt(spec, store, observe=span.observe, **kw)
+        span.record(result)
+        return result
+
+
+async def _attempt(
+    spec: AttemptSpec,
+    store: Store,
+    *,
+    transport: httpx.AsyncBaseTransport | None,
+    clock: Clock | None,
+    trace_writer: TraceSink | None,
+    pool: ProviderPool | None,
+    workdir: str | os.PathLike[str] | None,
+    environ: dict[str, str] | None,
+    observe: Callable[[TraceSink, Redactor], TraceSink] | None = None,
+) -> AttemptResult:
+    """:func:`run_attempt` without the span."""
     clock = clock or SystemClock()
     own_pool = pool is None
     if pool is None:
@@ -63,6 +92,8 @@ async def run_attempt(
     for name, pspec in spec.providers.items():
         pool.api_key(name, pspec)  # registers every key with the redactor before any event
     trace = trace_writer or TraceWriter(store, spec, clock, redactor=redactor)
+    if observe is not None:
+        trace = observe(trace, redactor)
     meter = TokenMeter()
     started = clock.monotonic()
     replay = [n for n, p in spec.providers.items() if p.type == "replay"] if own_pool else []

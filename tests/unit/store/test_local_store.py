@@ -116,5 +116,5 @@ def test_merge_is_stable_and_deterministic() -> None:
 def test_open_store(tmp_path: Path) -> None:
     store = open_store(StoreRef(type="local", path=str(tmp_path)))
     assert isinstance(store, LocalStore)
-    with pytest.raises(NotImplementedError):
-        open_store(StoreRef(type="s3", bucket="b"))
+    with pytest.raises(ValueError):
+        open_store(StoreRef(type="local"))

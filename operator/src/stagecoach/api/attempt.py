@@ -121,6 +121,14 @@ class StoreRef(ApiModel):
     endpoint: str | None = Field(None, description="s3: endpoint URL for non-AWS servers.")
     region: str | None = Field(None, description="s3: region.")
     namespace: str | None = Field(None, description="configmap: namespace.")
+    overflow: StoreRef | None = Field(
+        None,
+        description="An object store (type s3) taking values over spillThreshold; the "
+        "primary store keeps a pointer (stagecoach.store.SpillStore).",
+    )
+    spill_threshold: int | None = Field(
+        None, ge=0, description="With overflow: values larger than this many bytes spill."
+    )
 
 
 class AttemptSpec(ApiModel):

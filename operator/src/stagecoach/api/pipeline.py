@@ -333,6 +333,11 @@ class PipelineSpec(ApiModel):
                     "rule": "has(self.templateRef) != has(self.stages)",
                     "message": "set exactly one of templateRef or stages",
                 },
+                {
+                    "rule": "self == oldSelf",
+                    "message": "spec is immutable once the pipeline exists (a run is a "
+                    "snapshot): delete and re-create the pipeline to change it",
+                },
             ]
         }
     }

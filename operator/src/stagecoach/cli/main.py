@@ -51,6 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="OUT", help="write the HTML report to OUT")
     p.add_argument("--json", action="store_true", help="print the events as JSON lines")
 
+    p = sub.add_parser("operator", help="run the operator (reconciles AgentPipelines)")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", action="store_true", help="watch every namespace")
+    p.add_argument("--image", default=os.environ.get("STAGECOACH_IMAGE"),
+                   help="image of the stage pods' runner (env STAGECOACH_IMAGE; default: "
+                   "ghcr.io/stagecoach-dev/stagecoach:<version>)")
+    p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or $KUBECONFIG)")
+    p.add_argument("--liveness", metavar="URL", help="kopf liveness endpoint, e.g. "
+                   "http://0.0.0.0:8080/healthz")
+
     p = sub.add_parser("crds", help="print the generated CRDs")
     p.add_argument("--check", action="store_true", help="fail if crds/ is stale")
     p.add_argument("--write", action="store_true", help="write crds/ (what `make crds` does)")
@@ -130,11 +142,26 @@ def _cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from ..operator.jobs import JobOptions
+    from ..operator.main import run_operator
+
+    options = JobOptions(image=args.image) if args.image else JobOptions()
+    if os.environ.get("STAGECOACH_STAGE_SERVICE_ACCOUNT"):
+        from dataclasses import replace
+
+        options = replace(options,
+                          service_account=os.environ["STAGECOACH_STAGE_SERVICE_ACCOUNT"])
+    namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
+    return run_operator(namespaces, args.all_namespaces, options, args.kubeconfig,
+                        args.liveness)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the process exit status)."""
     args = _parser().parse_args(argv)
     handlers = {"validate": None, "graph": _cmd_graph, "crds": _cmd_crds, "run": _cmd_run,
-                "trace": _cmd_trace}
+                "trace": _cmd_trace, "operator": _cmd_operator}
     try:
         if args.command == "validate":
             from .validate import run_validate

@@ -3,7 +3,10 @@
 Prints the run directory, live progress, then a trace summary; exit 0 only when the
 pipeline Succeeded. ``-p k=v`` sets parameters (values parsed as YAML scalars),
 ``--providers FILE`` adds ModelProviders, ``--record CASSETTE`` records every provider
-answer into a cassette that replays the run offline.
+answer into a cassette that replays the run offline. With ``spec.storage.type: s3``
+outputs and the trace live in the bucket (under ``<prefix>/local/<pipeline>/<run>/``,
+credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); the run directory
+still gets status, the exported trace, the final output and the report.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from typing import Any
 import yaml
 from stagecoach_runner.providers import ProviderPool, Recorder
 
+from .. import telemetry
 from ..api import (
     AgentPipeline,
     ModelProvider,
     ResolvedPipeline,
     ResolvedStage,
+    StoreRef,
     format_duration,
     resolve_pipeline,
 )
 from ..engine.validation import validate_resolved
 from ..local import LocalExecutor, RunOptions, new_run_dir
 from ..local.progress import make_progress
+from ..store import OUTPUTS, Store, StoreError, open_store, s3_store_ref
 from .validate import load_manifests
 
 __all__ = ["parse_params", "run_pipeline"]
@@ -128,25 +134,46 @@ def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | No
     run_dir.write_manifest(_resolved_doc(pipeline, resolved))
     print(f"run directory: {run_dir.path}", flush=True)
     storage = pipeline.spec.storage
-    if storage is not None and storage.type != "local":
+    store_ref: StoreRef | None = None
+    if storage is not None and storage.type == "s3" and storage.s3 is not None:
+        # Outputs and the trace go to the bucket (credentials: AWS_ACCESS_KEY_ID/
+        # AWS_SECRET_ACCESS_KEY); the run directory keeps status, trace export and report.
+        store_ref = s3_store_ref(storage.s3, pipeline=resolved.name, uid=resolved.uid)
+        print(f"outputs and trace: s3://{store_ref.bucket}/{store_ref.prefix}/", flush=True)
+    elif storage is not None and storage.type != "local":
         print(f"note: storage type {storage.type!r} applies in the cluster; a local run keeps "
               "outputs and the trace in the run directory", flush=True)
     return asyncio.run(_execute(resolved, providers, run_dir, str(Path(file).parent.resolve()),
-                                record))
+                                record, store_ref))
 
 
 async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvider],
-                   run_dir: Any, base_dir: str, record: str | None) -> int:
+                   run_dir: Any, base_dir: str, record: str | None,
+                   store_ref: StoreRef | None = None) -> int:
     recorder = Recorder() if record else None
-    progress = make_progress()
-    async with ProviderPool(recorder=recorder, base_dir=base_dir) as pool:
-        executor = LocalExecutor(resolved, providers, run_dir, pool,
-                                 options=RunOptions(base_dir=base_dir), listener=progress)
+    store: Store | None = None
+    if store_ref is not None:
         try:
-            state = await executor.execute()
-        finally:
-            progress.close()
-        events = await executor.store.read_trace()
+            store = open_store(store_ref)
+            await store.list(OUTPUTS)  # fail now, clearly, if the bucket cannot be used
+        except (StoreError, ValueError) as e:
+            print(f"stagecoach run: {e}", file=sys.stderr)
+            return 1
+    progress = make_progress()
+    try:
+        async with ProviderPool(recorder=recorder, base_dir=base_dir) as pool:
+            executor = LocalExecutor(resolved, providers, run_dir, pool,
+                                     options=RunOptions(base_dir=base_dir), listener=progress,
+                                     store=store, store_ref=store_ref)
+            try:
+                state = await executor.execute()
+            finally:
+                progress.close()
+            events = await executor.store.read_trace()
+        telemetry.flush()
+    except StoreError as e:
+        print(f"stagecoach run: the store failed: {e}", file=sys.stderr)
+        return 1
     run_dir.write_trace(events)
     from ..report import summary_text, write_report
 

@@ -22,6 +22,7 @@ from typing import Any
 from stagecoach_runner import run_attempt
 from stagecoach_runner.providers import ProviderPool
 
+from .. import telemetry
 from ..api import AttemptResult, ModelProvider, ResolvedPipeline, StoreRef
 from ..attempts import build_attempt, outcome_from_result
 from ..engine import (
@@ -63,12 +64,20 @@ class LocalExecutor:
     def __init__(self, pipeline: ResolvedPipeline, providers: Mapping[str, ModelProvider],
                  run_dir: RunDir, pool: ProviderPool, *, options: RunOptions | None = None,
                  listener: Listener | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None,
+                 store: Store | None = None, store_ref: StoreRef | None = None) -> None:
+        if (store is None) != (store_ref is None):
+            raise ValueError("pass both store and store_ref (the ref attempts get), or neither")
         self.pipeline = pipeline
         self.providers = dict(providers)
         self.run_dir = run_dir
-        self.store: Store = LocalStore(run_dir.path)
-        self.store_ref = StoreRef(type="local", path=str(run_dir.path))
+        # Outputs and the trace: the run directory, unless the caller passes a store and
+        # the ref its attempts get (spec.storage: s3). Status then names outputs by the
+        # store's own references (s3://...), as in the cluster.
+        self.store: Store = LocalStore(run_dir.path) if store is None else store
+        self.store_ref = (StoreRef(type="local", path=str(run_dir.path)) if store_ref is None
+                          else store_ref)
+        self._external_refs = store is not None
         self.pool = pool
         self.options = options or RunOptions()
         self.listener = listener
@@ -77,6 +86,7 @@ class LocalExecutor:
         self._tasks: dict[Key, tuple[asyncio.Task[AttemptResult], StartAttempt]] = {}
         self._done: asyncio.Queue[tuple[StartAttempt, AttemptResult | None]] = asyncio.Queue()
         self._cancel = asyncio.Event()
+        self._traceparent: str | None = None
 
     def request_cancel(self) -> None:
         """Ask for cancellation (what Ctrl-C does)."""
@@ -84,7 +94,19 @@ class LocalExecutor:
 
     # -- the loop ----------------------------------------------------------------------
     async def execute(self) -> RunState:
-        """Run until the pipeline reaches a terminal phase; return the final state."""
+        """Run until the pipeline reaches a terminal phase; return the final state.
+
+        With OpenTelemetry on, the run is the root span and each attempt a child of it.
+        """
+        with telemetry.start_pipeline_span(self.pipeline.name, self.pipeline.uid,
+                                           namespace=self.pipeline.namespace) as span:
+            self._traceparent = telemetry.traceparent_of(span) if span is not None else None
+            state = await self._execute()
+            telemetry.set_pipeline_outcome(span, state.phase, state.message,
+                                           (state.tokens.input, state.tokens.output))
+        return state
+
+    async def _execute(self) -> RunState:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self.request_cancel)
@@ -168,7 +190,8 @@ class LocalExecutor:
         key: Key = (start.stage or "", start.iteration or 0, start.index, start.attempt or 0)
 
         async def attempt() -> AttemptResult:
-            return await run_attempt(spec, self.store, pool=self.pool)
+            return await run_attempt(spec, self.store, pool=self.pool,
+                                     traceparent=self._traceparent)
 
         task = asyncio.create_task(attempt(), name=spec.label)
         self._tasks[key] = (task, start)
@@ -213,8 +236,8 @@ class LocalExecutor:
         return events
 
     def _publish(self, events: list[dict[str, Any]]) -> None:
-        refs = {name: run.output_ref for name, run in self.state.stages.items()
-                if run.output_ref}
+        refs = {name: self.store.ref(run.output_ref) if self._external_refs else run.output_ref
+                for name, run in self.state.stages.items() if run.output_ref}
         self.run_dir.write_status(to_status(self.pipeline, self.state, output_refs=refs,
                                             trace_ref=str(self.run_dir.trace)))
         if self.listener is not None:

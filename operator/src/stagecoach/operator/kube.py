@@ -1,0 +1,197 @@
+"""The operator's one door to the Kubernetes API.
+
+Every call the operator makes goes through :class:`Kube`: pipelines and their status,
+templates, providers and their status, Jobs, Pods, ConfigMaps (it implements the
+:class:`~stagecoach.store.ConfigMapClient` seam, so the operator's store uses it too),
+Events, and the stage ServiceAccount's RBAC. Bodies are plain dicts; HTTP errors become
+:class:`KubeError` (``status`` kept) or :class:`~stagecoach.store.Conflict` (409). The
+rest of the operator never sees a URL. kopf only watches; it never writes for us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import GROUP, VERSION
+from ..store import Conflict, StoreError
+from ..store.configmap import RestClient
+
+__all__ = ["Kube", "KubeError"]
+
+log = logging.getLogger("stagecoach.operator")
+
+_CR = f"/apis/{GROUP}/{VERSION}/namespaces"
+_MERGE = "application/merge-patch+json"
+_seq = itertools.count()
+
+
+class KubeError(StoreError):
+    """An API call failed."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _fail(status: int, data: Any, what: str) -> KubeError:
+    msg = data.get("message") if isinstance(data, dict) else str(data)
+    if status == 409:
+        return Conflict(f"{what}: {msg}")  # type: ignore[return-value]
+    return KubeError(f"{what}: HTTP {status}: {msg}", status)
+
+
+class Kube:
+    """Typed-enough wrappers over :class:`~stagecoach.store.configmap.RestClient`."""
+
+    def __init__(self, rest: RestClient) -> None:
+        self.rest = rest
+        self.requests = 0
+        """API requests made (for the benchmark: requests per stage)."""
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """In-cluster config in a pod, else ``kubeconfig`` / ``$KUBECONFIG``."""
+        return cls(await RestClient.connect(kubeconfig))
+
+    async def close(self) -> None:
+        """Close connections."""
+        await self.rest.close()
+
+    async def _call(self, method: str, path: str, body: Any = None, *,
+                    query: list[tuple[str, str]] | None = None,
+                    content_type: str = "application/json", what: str = "",
+                    missing_ok: bool = False) -> Any:
+        self.requests += 1
+        status, data = await self.rest.request(method, path, body, query, content_type)
+        if status == 404 and missing_ok:
+            return None
+        if status >= 300:
+            raise _fail(status, data, what or f"{method} {path}")
+        return data
+
+    # -- custom resources ----------------------------------------------------------------
+    async def get_pipeline(self, ns: str, name: str) -> dict[str, Any] | None:
+        """An AgentPipeline, or None."""
+        data = await self._call("GET", f"{_CR}/{ns}/agentpipelines/{name}", missing_ok=True)
+        return dict(data) if data else None
+
+    async def patch_pipeline_status(self, ns: str, name: str,
+                                    status: dict[str, Any]) -> str | None:
+        """Merge-patch the status subresource; returns the new resourceVersion."""
+        data = await self._call("PATCH", f"{_CR}/{ns}/agentpipelines/{name}/status",
+                                {"status": status}, content_type=_MERGE, missing_ok=True)
+        version = (data or {}).get("metadata", {}).get("resourceVersion")
+        return str(version) if version else None
+
+    async def get_template(self, ns: str, name: str) -> dict[str, Any] | None:
+        """An AgentPipelineTemplate, or None."""
+        data = await self._call("GET", f"{_CR}/{ns}/agentpipelinetemplates/{name}",
+                                missing_ok=True)
+        return dict(data) if data else None
+
+    async def list_providers(self, ns: str) -> list[dict[str, Any]]:
+        """Every ModelProvider of the namespace."""
+        data = await self._call("GET", f"{_CR}/{ns}/modelproviders")
+        return list(data.get("items") or [])
+
+    async def patch_provider_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a ModelProvider's status."""
+        await self._call("PATCH", f"{_CR}/{ns}/modelproviders/{name}/status",
+                         {"status": status}, content_type=_MERGE, missing_ok=True)
+
+    # -- Jobs and Pods -------------------------------------------------------------------
+    async def list_jobs(self, ns: str | None, selector: str) -> list[dict[str, Any]]:
+        """Jobs matching ``selector`` (``ns`` None: all namespaces)."""
+        path = f"/apis/batch/v1/namespaces/{ns}/jobs" if ns else "/apis/batch/v1/jobs"
+        data = await self._call("GET", path, query=[("labelSelector", selector)])
+        return list(data.get("items") or [])
+
+    async def create_job(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Job; :class:`~stagecoach.store.Conflict` when it already exists."""
+        return dict(await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body,
+                                     what=f"create job {body['metadata']['name']}"))
+
+    async def delete_job(self, ns: str, name: str) -> None:
+        """Delete a Job and its pods (background propagation); gone already is fine."""
+        await self._call("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                         {"propagationPolicy": "Background"}, missing_ok=True)
+
+    async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching ``selector``."""
+        data = await self._call("GET", f"/api/v1/namespaces/{ns}/pods",
+                                query=[("labelSelector", selector)])
+        return list(data.get("items") or [])
+
+    # -- ConfigMaps (the ConfigMapClient seam) --------------------------------------------
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        data = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                missing_ok=True)
+        return dict(data) if data else None
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(await self._call("POST", f"/api/v1/namespaces/{namespace}/configmaps",
+                                     body, what=f"create configmap {body['metadata']['name']}"))
+
+    async def replace_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        return dict(await self._call("PUT", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                     body, what=f"replace configmap {name}"))
+
+    async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        data = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps",
+                                query=[("labelSelector", selector)])
+        return list(data.get("items") or [])
+
+    # -- Events --------------------------------------------------------------------------
+    async def post_event(self, ns: str, involved: dict[str, Any], type_: str, reason: str,
+                         message: str) -> None:
+        """A core/v1 Event on ``involved`` (errors are logged, never raised)."""
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        meta = involved.get("metadata", {})
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.get('name')}.{datetime.now(UTC):%s%f}{next(_seq)}",
+                         "namespace": ns},
+            "involvedObject": {"apiVersion": involved.get("apiVersion"),
+                               "kind": involved.get("kind"), "name": meta.get("name"),
+                               "namespace": ns, "uid": meta.get("uid")},
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "source": {"component": "stagecoach-operator"},
+            "reportingComponent": "stagecoach.dev/operator",
+        }
+        try:
+            await self._call("POST", f"/api/v1/namespaces/{ns}/events", body)
+        except StoreError as e:
+            log.warning("cannot post event %s on %s: %s", reason, meta.get("name"), e)
+
+    # -- the stage ServiceAccount --------------------------------------------------------
+    async def ensure_stage_rbac(self, ns: str, account: str) -> None:
+        """The stage ServiceAccount, its Role (ConfigMaps only) and RoleBinding."""
+        objects = [
+            ("/api/v1", "serviceaccounts", {
+                "apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": account, "labels": {"app.kubernetes.io/managed-by":
+                                                         "stagecoach"}}}),
+            ("/apis/rbac.authorization.k8s.io/v1", "roles", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                "metadata": {"name": account},
+                "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+                           "verbs": ["get", "list", "create", "update", "patch"]}]}),
+            ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", {
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": account},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": account},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]}),
+        ]
+        for base, plural, body in objects:
+            path = f"{base}/namespaces/{ns}/{plural}"
+            got = await self._call("GET", f"{path}/{account}", missing_ok=True)
+            if got is None:
+                with contextlib.suppress(Conflict):
+                    await self._call("POST", path, body)

@@ -1,0 +1,147 @@
+"""``stagecoach operator``: kopf watches, :class:`~.runtime.Runtime` schedules,
+:class:`~.reconciler.Reconciler` reconciles.
+
+kopf is used only for what it is good at: login, watching (one namespace, several, or
+all) and dispatching events. Its handlers here are ``on.event`` only, so kopf writes
+nothing to our objects (no finalizers, no progress annotations); the durable run state
+is ours (:mod:`.record`). An AgentPipeline event triggers its reconcile; a Job event
+(label ``app.kubernetes.io/managed-by=stagecoach``) triggers its owner pipeline's at
+once, and a finished or deleted Job gives its provider slot back, waking the pipelines
+waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from .. import GROUP, VERSION
+from .jobs import MANAGED_BY, PROVIDER_LABEL, JobOptions
+from .kube import Kube
+from .metrics import Metrics, serve
+from .outcomes import job_finished
+from .reconciler import Reconciler
+from .runtime import Runtime
+from .slots import ProviderSlots
+
+__all__ = ["build_registry", "run_operator"]
+
+log = logging.getLogger("stagecoach.operator")
+
+
+class _Memo:
+    http: Any = None
+    kube: Kube | None = None
+    reconciler: Reconciler | None = None
+    runtime: Runtime | None = None
+
+
+def build_registry(options: JobOptions, kubeconfig: str | None = None,
+                   metrics_port: int | None = None) -> kopf.OperatorRegistry:
+    """The kopf registry with Stagecoach's handlers."""
+    registry = kopf.OperatorRegistry()
+    memo = _Memo()
+    metrics = Metrics()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        import os
+
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            return kopf.login_with_service_account(**kwargs)
+        return kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 60
+        memo.kube = await Kube.connect(kubeconfig)
+        slots = ProviderSlots()
+        runtime = Runtime(lambda ns, name: reconciler.reconcile(ns, name),
+                          observe=metrics.reconcile.observe)
+        reconciler = Reconciler(memo.kube, slots, options=options, wake=runtime.wake,
+                                trigger=runtime.trigger, metrics=metrics)
+        memo.reconciler, memo.runtime = reconciler, runtime
+        if metrics_port:
+            memo.http = await serve(metrics, metrics_port)
+        metrics.ready = True
+        log.info("stagecoach operator started (image %s)", options.image)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if memo.runtime is not None:
+            await memo.runtime.drain()
+        if memo.kube is not None:
+            await memo.kube.close()
+        if memo.http is not None:
+            await memo.http.cleanup()
+
+    @kopf.on.event(GROUP, VERSION, "agentpipelines", registry=registry)
+    async def pipeline_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,
+                             **_: Any) -> None:
+        if memo.runtime is None or memo.reconciler is None or namespace is None:
+            return
+        key = (namespace, name)
+        if type == "DELETED":
+            memo.runtime.forget(key)
+            memo.reconciler.forget(key)
+            return
+        if meta.get("resourceVersion") == memo.reconciler.own_versions.get(key):
+            return  # the echo of our own status patch
+        memo.runtime.trigger(key)
+
+    @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "stagecoach"},
+                   registry=registry)
+    async def job_event(type: str, body: kopf.Body, namespace: str | None,
+                        **_: Any) -> None:
+        if memo.runtime is None or memo.reconciler is None or namespace is None:
+            return
+        owners = [o for o in body.get("metadata", {}).get("ownerReferences", [])
+                  if o.get("kind") == "AgentPipeline"]
+        if not owners:
+            return
+        key = (namespace, owners[0]["name"])
+        if type != "DELETED" and not job_finished(dict(body)):
+            return  # created or running: nothing for the engine to learn yet
+        provider = body.get("metadata", {}).get("labels", {}).get(PROVIDER_LABEL)
+        if provider:
+            for waiter in memo.reconciler.slots.release((namespace, provider),
+                                                        body["metadata"]["name"]):
+                memo.runtime.trigger(waiter)
+        memo.runtime.trigger(key)
+
+    @kopf.on.event(GROUP, VERSION, "modelproviders", registry=registry)
+    async def provider_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,
+                             **_: Any) -> None:
+        # A changed limit may free slots: wake the pipelines waiting for this provider.
+        if memo.runtime is None or memo.reconciler is None or namespace is None:
+            return
+        generation = None if type == "DELETED" else meta.get("generation")
+        memo.reconciler.providers_changed(namespace, name, generation)
+        for waiter in list(memo.reconciler.slots.waiting.get((namespace, name), [])):
+            memo.runtime.trigger(waiter)
+
+    return registry
+
+
+def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOptions,
+                 kubeconfig: str | None = None, liveness: str | None = None) -> int:
+    """Run until interrupted; returns the exit code. ``STAGECOACH_METRICS_PORT`` serves
+    /metrics, /healthz and /readyz; ``STAGECOACH_LOG_LEVEL`` sets the log level."""
+    import os
+
+    level = os.environ.get("STAGECOACH_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    port = os.environ.get("STAGECOACH_METRICS_PORT")
+    registry = build_registry(options, kubeconfig, int(port) if port else None)
+    asyncio.run(kopf.operator(registry=registry, clusterwide=all_namespaces,
+                              namespaces=namespaces, standalone=True,
+                              liveness_endpoint=liveness))
+    return 0

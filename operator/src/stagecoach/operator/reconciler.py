@@ -1,0 +1,620 @@
+"""One reconcile of one pipeline: gather → ``engine.step`` → apply → status on a diff.
+
+Gather: the pipeline, its run record (memory, else the ``<pipeline>-state`` ConfigMap,
+else a fresh start: resolve and validate, ``Invalid`` without any Job on a problem),
+the providers, the pipeline's Jobs (and, for finished ones, their pods). Facts become
+:class:`~stagecoach.engine.AttemptOutcome` values: a finished Job's result
+(:mod:`.outcomes`), a Running attempt whose created Job is gone (``Error``, "Job
+deleted"). Decide: ``engine.step`` with the provider slots :mod:`.slots` grants. Apply,
+in crash-safe order: append the trace (at least once: a crash before the state is saved
+repeats events, never loses them), persist the record *before* creating Jobs, create Jobs
+(AlreadyExists = adopt), delete stopped Jobs, then concurrently persist the names of
+the created Jobs, post Events and patch status (only when it changed); finally ask for
+a wake-up at the plan's ``wake_at``. All API calls go through :class:`~.kube.Kube`; all decisions
+stay in the engine. The caller (:mod:`.runtime`) guarantees one reconcile per pipeline
+at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..api import (
+    AgentPipeline,
+    AgentPipelineTemplate,
+    AttemptResult,
+    ModelProvider,
+    PipelineStatus,
+    ResolvedPipeline,
+    Resources,
+    StoreRef,
+    resolve_pipeline,
+)
+from ..attempts import build_attempt, outcome_from_result
+from ..engine import (
+    Action,
+    AttemptOutcome,
+    FinishPipeline,
+    RunState,
+    StageRun,
+    StartAttempt,
+    StopAttempt,
+    dump_state,
+    new_state,
+    step,
+    to_status,
+    validate_pipeline,
+)
+from ..store import (
+    TRACE,
+    ConfigMapStore,
+    Conflict,
+    Store,
+    StoreError,
+    decode_output,
+    open_store,
+    s3_store_ref,
+)
+from .events import EVENT_TYPES, describe
+from .jobs import (
+    JobOptions,
+    build_job,
+    job_name,
+    pipeline_selector,
+    store_ref,
+)
+from .kube import Kube
+from .metrics import Metrics
+from .outcomes import job_finished, job_result
+from .record import RunRecord, parse_record, record_body, record_name
+from .slots import ProviderSlots
+
+__all__ = ["Reconciler"]
+
+log = logging.getLogger("stagecoach.operator")
+
+PipelineKey = tuple[str, str]
+TERMINAL = {"Succeeded", "Failed", "Cancelled", "Invalid"}
+WRITER = "operator"
+OUTPUT_KEY = "output.txt"
+CREATE_CONCURRENCY = 16
+"""Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Run:
+    """What the operator keeps in memory for a pipeline it is running."""
+
+    record: RunRecord
+    resolved: ResolvedPipeline
+    store: Store
+    store_ref: StoreRef
+    trace_ref: str
+    resources: dict[str, Resources | None] = field(default_factory=dict)
+    store_secret: str | None = None
+    """``spec.storage.s3.credentialsSecret``: mounted into the stage pods as AWS_* env."""
+
+
+class Reconciler:
+    """Reconciles pipelines; holds only caches (the durable truth is in the API)."""
+
+    def __init__(self, kube: Kube, slots: ProviderSlots, *,
+                 options: JobOptions | None = None,
+                 clock: Callable[[], datetime] | None = None,
+                 wake: Callable[[PipelineKey, datetime], None] | None = None,
+                 trigger: Callable[[PipelineKey], None] | None = None,
+                 metrics: Metrics | None = None,
+                 store_factory: Callable[[StoreRef], Store] | None = None) -> None:
+        self.kube = kube
+        self.store_factory = store_factory or (lambda ref: open_store(ref))
+        self.metrics = metrics or Metrics()
+        self.slots = slots
+        self.options = options or JobOptions()
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.wake = wake or (lambda key, at: None)
+        self.trigger = trigger or (lambda key: None)
+        self.runs: dict[PipelineKey, _Run] = {}
+        self.last_status: dict[PipelineKey, dict[str, Any]] = {}
+        self._rbac: set[str] = set()
+        self._provider_status: dict[tuple[str, str], tuple[int, int]] = {}
+        self._providers_cache: dict[str, dict[str, ModelProvider]] = {}
+        self.own_versions: dict[PipelineKey, str] = {}
+        """resourceVersion of our latest status patch per pipeline: the watch event it
+        causes is our own echo and needs no reconcile."""
+
+    def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
+        """A ModelProvider event: read the providers again unless only status changed."""
+        cached = self._providers_cache.get(ns)
+        if cached is None:
+            return
+        known = cached.get(name)
+        if known is None or generation is None or known.metadata.generation != generation:
+            self._providers_cache.pop(ns, None)
+
+    def forget(self, key: PipelineKey) -> None:
+        """Drop caches for a deleted pipeline."""
+        self.runs.pop(key, None)
+        self.last_status.pop(key, None)
+        self.own_versions.pop(key, None)
+        self.slots.forget(key)
+        self.metrics.pipeline_phase(key, None)
+
+    # -- gather --------------------------------------------------------------------------
+    async def _providers(self, ns: str) -> dict[str, ModelProvider]:
+        cached = self._providers_cache.get(ns)
+        if cached is not None:
+            return cached
+        out: dict[str, ModelProvider] = {}
+        for item in await self.kube.list_providers(ns):
+            try:
+                provider = ModelProvider.model_validate(item)
+            except ValidationError as e:
+                log.warning("ModelProvider %s/%s is invalid: %s", ns,
+                            item.get("metadata", {}).get("name"), e)
+                continue
+            out[provider.metadata.name] = provider
+        self._providers_cache[ns] = out
+        return out
+
+    async def _invalid(self, ns: str, body: dict[str, Any], message: str) -> None:
+        name = body["metadata"]["name"]
+        now = _iso(self.clock())
+        status = {"phase": "Invalid", "reason": "Invalid", "message": message[:2000],
+                  "observedGeneration": body["metadata"].get("generation"),
+                  "conditions": [{"type": "Valid", "status": "False", "reason": "Invalid",
+                                  "message": message[:1000], "lastTransitionTime": now}]}
+        await self.kube.patch_pipeline_status(ns, name, status)
+        await self.kube.post_event(ns, body, "Warning", "Invalid", message)
+        self.metrics.pipeline_phase((ns, name), "Invalid")
+        log.info("pipeline %s/%s is invalid: %s", ns, name, message)
+
+    def _resolve(self, record: RunRecord, ns: str) -> tuple[ResolvedPipeline, dict[str, Any]]:
+        templates = {record.template.metadata.name: record.template} if record.template else {}
+        resolved, problems = resolve_pipeline(record.pipeline, templates)
+        if resolved is None:
+            raise StoreError("; ".join(p.render() for p in problems))
+        resources: dict[str, Resources | None] = {}
+        spec = record.pipeline.spec
+        bodies = (record.template.spec.stages + (record.template.spec.finally_ or [])
+                  if record.template else (spec.stages or []) + (spec.finally_ or []))
+        for s in bodies:
+            resources[s.name] = s.resources
+        return resolved, resources
+
+    async def _start_run(self, ns: str, body: dict[str, Any]) -> _Run | None:
+        """First sight of a pipeline: validate, snapshot, persist. None when invalid."""
+        body["metadata"]["name"]
+        try:
+            pipeline = AgentPipeline.model_validate({**body, "status": None})
+        except ValidationError as e:
+            await self._invalid(ns, body, f"spec: {e}")
+            return None
+        templates: dict[str, AgentPipelineTemplate] = {}
+        template: AgentPipelineTemplate | None = None
+        if pipeline.spec.template_ref is not None:
+            tname = pipeline.spec.template_ref.name
+            raw = await self.kube.get_template(ns, tname)
+            if raw is None:
+                await self._invalid(ns, body, f"spec.templateRef.name: template {tname!r} "
+                                    f"not found in namespace {ns}")
+                return None
+            try:
+                template = AgentPipelineTemplate.model_validate(raw)
+            except ValidationError as e:
+                await self._invalid(ns, body, f"template {tname}: {e}")
+                return None
+            templates[tname] = template
+        providers = await self._providers(ns)
+        resolved, problems = validate_pipeline(pipeline, templates, providers)
+        if resolved is None:
+            await self._invalid(ns, body, "; ".join(p.render() for p in problems)
+                                or "invalid pipeline")
+            return None
+        record = RunRecord(pipeline, template, new_state(resolved))
+        await self._persist(ns, record)
+        return self._make_run(ns, record)
+
+    def _store(self, ns: str, record: RunRecord) -> tuple[Store, StoreRef, str, str | None]:
+        """The run's output/trace store: ConfigMaps, or the bucket of ``spec.storage.s3``
+        (the operator uses its own AWS_* environment; pods get the credentialsSecret)."""
+        meta = record.pipeline.metadata
+        storage = record.pipeline.spec.storage
+        if storage is not None and storage.type == "s3" and storage.s3 is not None:
+            ref = s3_store_ref(storage.s3, pipeline=meta.name, uid=meta.uid or "",
+                               namespace=ns)
+            store = self.store_factory(ref)
+            trace_ref = f"s3://{ref.bucket}/{ref.prefix.strip('/')}/{TRACE}"
+            return store, ref, trace_ref, storage.s3.credentials_secret
+        cms = ConfigMapStore(self.kube, ns, meta.name, meta.uid or "")
+        return cms, store_ref(ns, meta.name), cms.trace_ref, None
+
+    def _make_run(self, ns: str, record: RunRecord) -> _Run:
+        resolved, resources = self._resolve(record, ns)
+        store, ref, trace_ref, secret = self._store(ns, record)
+        return _Run(record, resolved, store, ref, trace_ref, resources, secret)
+
+    async def _load_run(self, ns: str, body: dict[str, Any]) -> _Run | None:
+        """The run from memory, or from ``<pipeline>-state``, or a new start."""
+        key = (ns, body["metadata"]["name"])
+        uid = body["metadata"].get("uid")
+        run = self.runs.get(key)
+        if run is not None and run.record.pipeline.metadata.uid == uid:
+            return run
+        if (body.get("status") or {}).get("phase") in TERMINAL:
+            return None  # finished and published: nothing to load (restarts stay cheap)
+        cm = await self.kube.get_configmap(ns, record_name(key[1]))
+        owners = [o.get("uid") for o in (cm or {}).get("metadata", {}).get("ownerReferences", [])]
+        if cm is not None and uid in owners:
+            record, refs = parse_record(cm)
+            store = self._store(ns, record)[0]
+            values: dict[str, Any] = {}
+            for ref in sorted(refs):
+                try:
+                    values[ref] = decode_output(await store.get(ref)).value
+                except (StoreError, ValueError) as e:
+                    log.warning("%s/%s: cannot reload output %s: %s", ns, key[1], ref, e)
+            record, _ = parse_record(cm, values)
+            run = self._make_run(ns, record)
+            log.info("pipeline %s/%s: resumed from %s", ns, key[1], record_name(key[1]))
+        else:
+            run = await self._start_run(ns, body)
+            if run is None:
+                return None
+        self.runs[key] = run
+        return run
+
+    async def _persist(self, ns: str, record: RunRecord) -> None:
+        try:
+            await self._write_record(ns, record)
+        except Conflict:
+            # Someone else changed <pipeline>-state (another operator instance): our copy is
+            # stale. Forget it; the retried reconcile reloads the record from the API.
+            self.runs.pop((ns, record.pipeline.metadata.name), None)
+            raise
+
+    async def _write_record(self, ns: str, record: RunRecord) -> None:
+        body = record_body(record, ns)
+        if record.resource_version is None:
+            try:
+                created = await self.kube.create_configmap(ns, body)
+            except Conflict:
+                old = await self.kube.get_configmap(ns, body["metadata"]["name"])
+                assert old is not None
+                body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+                created = await self.kube.replace_configmap(ns, body)
+        else:
+            created = await self.kube.replace_configmap(ns, body)
+        record.resource_version = created["metadata"]["resourceVersion"]
+
+    # -- the cycle -----------------------------------------------------------------------
+    async def reconcile(self, ns: str, name: str) -> None:
+        """One gather → step → apply pass for ``ns/name``."""
+        key = (ns, name)
+        body = await self.kube.get_pipeline(ns, name)
+        if body is None:
+            self.forget(key)
+            return
+        run = await self._load_run(ns, body)
+        if run is None:
+            self.slots.forget(key)
+            return
+        state = run.record.state
+        if state.terminal:
+            await self._publish(ns, body, run)
+            self.slots.forget(key)
+            return
+        await self._ensure_rbac(ns)
+        providers = await self._providers(ns)
+        jobs = {j["metadata"]["name"]: j
+                for j in await self.kube.list_jobs(ns, pipeline_selector(name))}
+        pods: dict[str, list[dict[str, Any]]] = {}
+        if any(job_finished(j) for j in jobs.values()):
+            for pod in await self.kube.list_pods(ns, pipeline_selector(name)):
+                labels = pod.get("metadata", {}).get("labels", {})
+                jn = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+                if jn:
+                    pods.setdefault(jn, []).append(pod)
+        for job in jobs.values():
+            if job_finished(job):
+                self._release(ns, job)
+        outcomes, missing = await self._observe(ns, run, jobs, pods)
+        now = self.clock()
+        free, rate_wake = await self._free_slots(ns, key, run, providers, now)
+        plan = step(run.resolved, state, now, outcomes, free_slots=free)
+        starts = plan.starts()
+        self._observe_metrics(run, outcomes, plan.actions, state, now)
+        self._account_slots(ns, key, run, plan.state, starts, providers, now)
+        changed = dump_state(plan.state) != dump_state(state) or bool(missing)
+        # The trace first: a crash after it repeats these events on restart (the state was
+        # not saved, so the engine plans them again) rather than losing them.
+        events = await self._record(run, plan.actions, now)
+        run.record.state = plan.state
+        if changed:
+            await self._persist(ns, run.record)  # before any Job exists
+        created = await self._create_jobs(ns, run, [*missing, *starts], providers)
+        for stop in plan.stops():
+            await self._stop(ns, run, stop)
+        if any(isinstance(a, FinishPipeline) for a in plan.actions):
+            await self._finish(run, plan.actions)
+            self.slots.forget(key)
+        # Independent writes, concurrently: the created Jobs' names, Events, the
+        # pipeline's and the providers' status.
+        run.record.jobs.update(created)
+        results = await asyncio.gather(
+            self._persist(ns, run.record) if created else asyncio.sleep(0),
+            self._post_events(ns, body, run, plan.actions),
+            self._publish(ns, body, run),
+            self._publish_providers(ns, providers),
+            return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        wake_at = min((t for t in (plan.wake_at, rate_wake) if t is not None), default=None)
+        if wake_at is not None and not plan.state.terminal:
+            self.wake(key, wake_at)
+        if events:
+            log.debug("pipeline %s/%s: %d trace events", ns, name, len(events))
+
+    async def _observe(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
+                       pods: dict[str, list[dict[str, Any]]]
+                       ) -> tuple[list[AttemptOutcome], list[StartAttempt]]:
+        outcomes: list[AttemptOutcome] = []
+        missing: list[StartAttempt] = []
+        name = run.resolved.name
+        for stage_run in run.record.state.stages.values():
+            for inst in stage_run.instances:
+                if inst.phase != "Running":
+                    continue
+                jn = job_name(name, stage_run.name, stage_run.iteration, inst.attempt,
+                              inst.index)
+                start = StartAttempt(stage_run.name, stage_run.iteration, inst.attempt,
+                                     inst.index, item=inst.item, provider=inst.provider,
+                                     previous_error=inst.previous_error,
+                                     loop_from=stage_run.loop_from,
+                                     loop_reason=stage_run.loop_reason)
+                job = jobs.get(jn)
+                if job is None:
+                    if jn in run.record.jobs:
+                        if inst.provider:
+                            self._release_name(ns, inst.provider, jn)
+                        outcomes.append(outcome_from_result(start, AttemptResult.failed(
+                            "Error", f"Job {jn} was deleted before it finished")))
+                    else:
+                        missing.append(start)  # persisted, never created: create it now
+                    continue
+                result = job_result(job, pods.get(jn, []))
+                if result is None:
+                    continue
+                output: Any = None
+                if result.ok and result.output_ref:
+                    try:
+                        output = decode_output(await run.store.get(result.output_ref)).value
+                    except (StoreError, ValueError) as e:
+                        result = AttemptResult.failed(
+                            "Error", f"cannot read the output: {e}", tokens=result.tokens,
+                            duration_ms=result.duration_ms)
+                outcomes.append(outcome_from_result(start, result, output))
+        return outcomes, missing
+
+    def _observe_metrics(self, run: _Run, outcomes: list[AttemptOutcome],
+                         actions: list[Action], before: RunState, now: datetime) -> None:
+        self.metrics.observe_actions(actions)
+        for o in outcomes:
+            provider = run.resolved.stage(o.stage).provider or "none"
+            self.metrics.tokens.labels(provider, "input").inc(o.tokens.input)
+            self.metrics.tokens.labels(provider, "output").inc(o.tokens.output)
+        for a in actions:
+            if isinstance(a, StartAttempt) and a.stage in before.stages:
+                inst = next((i for i in before.stages[a.stage].instances
+                             if i.index == a.index), None)
+                if inst is not None and inst.phase == "Queued" and run.record.state:
+                    since = before.stages[a.stage].started_at
+                    if since is not None:
+                        self.metrics.queue_wait.observe((now - since).total_seconds())
+        self.metrics.api_requests.set(self.kube.requests)
+
+    # -- provider slots ------------------------------------------------------------------
+    @staticmethod
+    def _limit(providers: dict[str, ModelProvider], name: str) -> int | None:
+        p = providers.get(name)
+        return p.spec.limits.max_concurrency if p is not None else None
+
+    async def _free_slots(self, ns: str, key: PipelineKey, run: _Run,
+                          providers: dict[str, ModelProvider], now: datetime
+                          ) -> tuple[dict[str, int], datetime | None]:
+        free: dict[str, int] = {}
+        wake: datetime | None = None
+        wanted = {s.provider for s in run.resolved.all_stages if s.provider}
+        for name in sorted(wanted):
+            p = providers.get(name)
+            rpm = p.spec.limits.requests_per_minute if p is not None else None
+            if rpm is not None:
+                left, at = self.slots.rate_free((ns, name), rpm, now)
+                free[name] = left
+                if at is not None:
+                    wake = at if wake is None else min(wake, at)
+            limit = self._limit(providers, name)
+            if limit is None:
+                continue
+            pkey = (ns, name)
+            if not self.slots.known(pkey):
+                from .jobs import PROVIDER_LABEL
+
+                active = [j["metadata"]["name"] for j in await self.kube.list_jobs(
+                    ns, f"{PROVIDER_LABEL}={name}") if not job_finished(j)]
+                self.slots.load(pkey, active)
+            free[name] = min(free.get(name, limit), self.slots.free_for(pkey, key, limit))
+        return free, wake
+
+    def _account_slots(self, ns: str, key: PipelineKey, run: _Run, state: RunState,
+                       starts: list[StartAttempt], providers: dict[str, ModelProvider],
+                       now: datetime) -> None:
+        started: dict[str, int] = {}
+        for s in starts:
+            if s.provider and s.provider in providers:
+                assert s.stage is not None and s.iteration is not None
+                jn = job_name(run.resolved.name, s.stage, s.iteration, s.attempt or 1, s.index)
+                if self._limit(providers, s.provider) is not None:
+                    self.slots.take((ns, s.provider), jn, now)
+                else:
+                    self.slots.started.setdefault((ns, s.provider), deque()).append(now)
+                started[s.provider] = started.get(s.provider, 0) + 1
+        waiting: dict[str, int] = {}
+        for st in run.resolved.all_stages:
+            for inst in state.stages[st.name].instances:
+                if inst.phase == "Queued" and inst.reason == "WaitingForProvider" and st.provider:
+                    waiting[st.provider] = waiting.get(st.provider, 0) + 1
+        for name in set(waiting) | set(started):
+            self.slots.update((ns, name), key, waiting.get(name, 0), started.get(name, 0))
+
+    async def _publish_providers(self, ns: str, providers: dict[str, ModelProvider]) -> None:
+        """ModelProvider status (inUse, queued) for limited providers, on a change."""
+        for name in sorted(providers):
+            if self._limit(providers, name) is None or not self.slots.known((ns, name)):
+                continue
+            usage = self.slots.usage((ns, name))
+            if self._provider_status.get((ns, name)) == usage:
+                continue
+            self._provider_status[(ns, name)] = usage
+            await self.kube.patch_provider_status(ns, name, {"inUse": usage[0],
+                                                             "queued": usage[1]})
+
+    def _release(self, ns: str, job: dict[str, Any]) -> None:
+        from .jobs import PROVIDER_LABEL
+
+        provider = job["metadata"].get("labels", {}).get(PROVIDER_LABEL)
+        if provider:
+            self._release_name(ns, provider, job["metadata"]["name"])
+
+    def _release_name(self, ns: str, provider: str, jn: str) -> None:
+        for waiter in self.slots.release((ns, provider), jn):
+            self.trigger(waiter)
+
+    # -- apply ---------------------------------------------------------------------------
+    async def _ensure_rbac(self, ns: str) -> None:
+        if ns not in self._rbac:
+            await self.kube.ensure_stage_rbac(ns, self.options.service_account)
+            self._rbac.add(ns)
+
+    async def _create_jobs(self, ns: str, run: _Run, starts: list[StartAttempt],
+                           providers: dict[str, ModelProvider]) -> list[str]:
+        ref = run.store_ref
+
+        async def create(start: StartAttempt) -> str:
+            spec = build_attempt(run.resolved, run.record.state, start, providers, ref)
+            assert start.stage is not None
+            job = build_job(spec, providers, options=self.options,
+                            resources=run.resources.get(start.stage),
+                            store_secret=run.store_secret)
+            try:
+                await self.kube.create_job(ns, job)
+            except Conflict:
+                log.info("job %s already exists: adopted", job["metadata"]["name"])
+            return str(job["metadata"]["name"])
+
+        limit = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def bounded(start: StartAttempt) -> str:
+            async with limit:
+                return await create(start)
+
+        names = list(await asyncio.gather(*(bounded(s) for s in starts)))
+        self.metrics.jobs_created.inc(len(names))
+        return names
+
+    async def _stop(self, ns: str, run: _Run, stop: StopAttempt) -> None:
+        assert stop.stage is not None and stop.iteration is not None
+        jn = job_name(run.resolved.name, stop.stage, stop.iteration, stop.attempt or 1,
+                      stop.index)
+        await self.kube.delete_job(ns, jn)
+        stage = run.resolved.stage(stop.stage)
+        if stage.provider:
+            self._release_name(ns, stage.provider, jn)
+
+    async def _record(self, run: _Run, actions: list[Action],
+                      now: datetime) -> list[dict[str, Any]]:
+        events = []
+        for action in actions:
+            ev = action.event()
+            if ev is None:
+                continue
+            events.append({"ts": _iso(now), "pipeline": run.resolved.name,
+                           "uid": run.resolved.uid, **ev})
+        if events:
+            await run.store.append_trace(WRITER, events)
+        return events
+
+    async def _post_events(self, ns: str, body: dict[str, Any], run: _Run,
+                           actions: list[Action]) -> None:
+        posts = []
+        for a in actions:
+            ev = a.event()
+            if ev is None or ev["type"] not in EVENT_TYPES:
+                continue
+            type_, reason, message = describe(run.resolved.name, a, ev)
+            posts.append(self.kube.post_event(ns, body, type_, reason, message))
+        if posts:
+            await asyncio.gather(*posts)
+
+    async def _finish(self, run: _Run, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, FinishPipeline) and a.output is not None:
+                try:
+                    await run.store.put(OUTPUT_KEY, a.output.encode())
+                except StoreError as e:
+                    log.warning("%s: cannot store the final output: %s", run.resolved.name, e)
+
+    def _job_of(self, run: _Run) -> Callable[[StageRun], str | None]:
+        def job(stage_run: StageRun) -> str | None:
+            started = [i for i in stage_run.instances if i.attempt > 0]
+            if not started:
+                return None
+            inst = max(started, key=lambda i: (i.started_at or datetime.min.replace(tzinfo=UTC),
+                                               i.index or 0))
+            return job_name(run.resolved.name, stage_run.name, stage_run.iteration,
+                            inst.attempt, inst.index)
+        return job
+
+    async def _publish(self, ns: str, body: dict[str, Any], run: _Run) -> None:
+        key = (ns, run.resolved.name)
+        state = run.record.state
+        previous_raw = self.last_status.get(key, body.get("status") or {})
+        try:
+            previous = PipelineStatus.model_validate(previous_raw) if previous_raw else None
+        except ValidationError:
+            previous = None
+        refs = {n: run.store.ref(r.output_ref) for n, r in state.stages.items() if r.output_ref}
+        output_ref = run.store.ref(OUTPUT_KEY) if state.final_output is not None else None
+        status = to_status(run.resolved, state, output_refs=refs, job_name=self._job_of(run),
+                           trace_ref=run.trace_ref, output_ref=output_ref,
+                           generation=body["metadata"].get("generation"), previous=previous)
+        self.metrics.pipeline_phase(key, state.phase)
+        dumped = status.dump()
+        for fname, finfo in PipelineStatus.model_fields.items():
+            alias = finfo.alias or fname
+            dumped.setdefault(alias, None)
+        if json.dumps(dumped, sort_keys=True) == json.dumps(_norm(previous_raw, dumped),
+                                                            sort_keys=True):
+            return
+        version = await self.kube.patch_pipeline_status(ns, run.resolved.name, dumped)
+        if version:
+            self.own_versions[key] = version
+        self.last_status[key] = {k: v for k, v in dumped.items() if v is not None}
+
+
+def _norm(previous: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
+    out = {k: previous.get(k) for k in like}
+    return out

@@ -1,0 +1,505 @@
+"""The ConfigMap store: the cluster default (DESIGN §5).
+
+Every store key lives in its own ConfigMap, so no two writers ever share one:
+
+=============================================  ==========================================
+key                                            ConfigMap
+=============================================  ==========================================
+``outputs/<stage>/<iteration>[-<index>].json``  ``<pipeline>-<stage>-<iteration>[-<index>]``
+``trace/<writer>.jsonl``                       ``<pipeline>-trace-<writer>[-p<part>]``
+``replay/<provider>/<writer>.json``            ``<pipeline>-replay-<provider>-<writer>``
+anything else                                  ``<pipeline>-k-<key>``
+=============================================  ==========================================
+
+Names past 253 characters or with characters a DNS subdomain does not allow are
+shortened with a hash (:func:`configmap_name`). Each ConfigMap carries the DESIGN §1
+labels, ``stagecoach.dev/kind`` (output, trace, replay, data), the exact key in the
+annotation ``stagecoach.dev/key`` and an owner reference to the pipeline, so deleting
+the pipeline deletes everything. A value whose ConfigMap would exceed
+:data:`SIZE_BUDGET` bytes (serialized, with metadata: safely under the API server's
+1 MiB) raises :class:`~stagecoach.store.TooLarge`; the runner reports that as
+``OutputTooLarge`` with the size. A trace record that fills its ConfigMap continues in
+a new part (``-p1``, ``-p2``...), so the trace itself never hits the limit.
+
+The store talks to the API through :class:`ConfigMapClient`, a four-method seam:
+:class:`RestConfigMapClient` is the real one (``kubernetes_asyncio``; in-cluster
+ServiceAccount token in a pod, a kubeconfig elsewhere), tests use a fake, and the
+operator passes its own API module so that only one operator module talks to the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import json
+import os
+import re
+from typing import Any, Protocol
+
+from ._protocol import NotFound, StoreError, TooLarge
+from .keys import OUTPUTS, REPLAY, TRACE, trace_key
+from .trace import encode_events, merge_trace, parse_events
+
+__all__ = [
+    "SIZE_BUDGET",
+    "ConfigMapClient",
+    "ConfigMapStore",
+    "Conflict",
+    "RestClient",
+    "RestConfigMapClient",
+    "configmap_name",
+    "label_value",
+]
+
+SIZE_BUDGET = 1_000_000
+"""Largest serialized ConfigMap (data + metadata) the store writes, in bytes."""
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+KEY_ANNOTATION = "stagecoach.dev/key"
+PART_ANNOTATION = "stagecoach.dev/part"
+FULL_ANNOTATION = "stagecoach.dev/full"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_MAX_NAME = 253
+_MAX_LABEL = 63
+
+
+class Conflict(StoreError):
+    """The object already exists (create) or changed since it was read (replace)."""
+
+
+class ConfigMapClient(Protocol):
+    """The API calls the store needs, all in one namespace. Bodies are plain dicts."""
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ConfigMap, or None when it does not exist."""
+        ...
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create; raises :class:`Conflict` when it already exists."""
+        ...
+
+    async def replace_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace (``metadata.resourceVersion`` set: :class:`Conflict` when stale)."""
+        ...
+
+    async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """ConfigMaps matching a label selector."""
+        ...
+
+
+def _hash(text: str, n: int = 10) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def configmap_name(raw: str) -> str:
+    """A valid ConfigMap name for ``raw``: itself when valid, else a sanitized prefix
+    plus a hash of ``raw`` (deterministic, at most 253 characters). No side effects."""
+    if len(raw) <= _MAX_NAME and _DNS_SUBDOMAIN.match(raw):
+        return raw
+    clean = re.sub(r"[^a-z0-9.-]+", "-", raw.lower()).strip("-.")
+    return f"{clean[: _MAX_NAME - 12].rstrip('-.')}-{_hash(raw)}".lstrip("-.")
+
+
+def label_value(raw: str) -> str:
+    """A valid label value for ``raw`` (shortened with a hash past 63 characters)."""
+    if len(raw) <= _MAX_LABEL and re.match(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$", raw):
+        return raw
+    clean = re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-_.")
+    return f"{clean[: _MAX_LABEL - 11].rstrip('-_.')}-{_hash(raw)}".lstrip("-_.")
+
+
+def _kind(key: str) -> str:
+    if key.startswith(OUTPUTS):
+        return "output"
+    if key.startswith(TRACE):
+        return "trace"
+    if key.startswith(REPLAY):
+        return "replay"
+    return "data"
+
+
+def _data_key(key: str) -> str:
+    base = key.rsplit("/", 1)[-1]
+    return re.sub(r"[^-._a-zA-Z0-9]", "_", base) or "value"
+
+
+class ConfigMapStore:
+    """A :class:`~stagecoach.store.Store` over ConfigMaps of one pipeline.
+
+    >>> store = ConfigMapStore(client, "ns", "battery-report", uid)   # doctest: +SKIP
+    >>> await store.put("outputs/research/1.json", b"{}")             # doctest: +SKIP
+    >>> store.ref("outputs/research/1.json")
+    'configmap:battery-report-research-1'                            # doctest: +SKIP
+    """
+
+    def __init__(self, client: ConfigMapClient, namespace: str, pipeline: str,
+                 uid: str = "", *, size_budget: int = SIZE_BUDGET,
+                 api_version: str = "stagecoach.dev/v1alpha1",
+                 kind: str = "AgentPipeline") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.pipeline = pipeline
+        self.uid = uid
+        self.size_budget = size_budget
+        self._owner = {"apiVersion": api_version, "kind": kind, "name": pipeline,
+                       "uid": uid, "blockOwnerDeletion": False, "controller": False}
+        self._parts: dict[str, int] = {}
+        self._trace_cache: dict[str, dict[str, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"ConfigMapStore({self.namespace}/{self.pipeline})"
+
+    # -- names ---------------------------------------------------------------------
+    def name_for(self, key: str, part: int = 0) -> str:
+        """The ConfigMap holding ``key`` (trace records: its ``part``)."""
+        p = self.pipeline
+        m = re.match(r"^outputs/([^/]+)/(\d+(?:-\d+)?)\.json$", key)
+        if m:
+            raw = f"{p}-{m.group(1)}-{m.group(2)}"
+        elif key.startswith(TRACE) and key.endswith(".jsonl"):
+            raw = f"{p}-trace-{key[len(TRACE):-len('.jsonl')]}" + (f"-p{part}" if part else "")
+        elif key.startswith(REPLAY) and key.endswith(".json"):
+            raw = f"{p}-replay-{key[len(REPLAY):-len('.json')].replace('/', '-')}"
+        else:
+            raw = f"{p}-k-{key.replace('/', '-')}"
+        return configmap_name(raw)
+
+    def ref(self, key: str) -> str:
+        """``configmap:<name>``."""
+        return f"configmap:{self.name_for(key)}"
+
+    @property
+    def trace_ref(self) -> str:
+        """``configmap:<pipeline>-trace`` (the prefix of every trace record)."""
+        return f"configmap:{configmap_name(self.pipeline + '-trace')}"
+
+    def _labels(self, key: str) -> dict[str, str]:
+        labels = {MANAGED_BY: "stagecoach", "stagecoach.dev/pipeline": label_value(self.pipeline),
+                  "stagecoach.dev/kind": _kind(key)}
+        m = re.match(r"^outputs/([^/]+)/(\d+)(?:-(\d+))?\.json$", key)
+        if m:
+            labels["stagecoach.dev/stage"] = label_value(m.group(1))
+            labels["stagecoach.dev/iteration"] = m.group(2)
+            if m.group(3) is not None:
+                labels["stagecoach.dev/index"] = m.group(3)
+        return labels
+
+    def _body(self, key: str, name: str, data: bytes, part: int = 0,
+              resource_version: str | None = None, full: bool = False) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self._labels(key),
+            "annotations": {KEY_ANNOTATION: key, PART_ANNOTATION: str(part)},
+        }
+        if full:
+            meta["annotations"][FULL_ANNOTATION] = "true"
+        if self.uid:
+            meta["ownerReferences"] = [self._owner]
+        if resource_version:
+            meta["resourceVersion"] = resource_version
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+        try:
+            body["data"] = {_data_key(key): data.decode("utf-8")}
+        except UnicodeDecodeError:
+            body["binaryData"] = {_data_key(key): base64.b64encode(data).decode()}
+        return body
+
+    def _size(self, body: dict[str, Any]) -> int:
+        return len(json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode())
+
+    def _check_size(self, key: str, body: dict[str, Any]) -> None:
+        size = self._size(body)
+        if size > self.size_budget:
+            raise TooLarge(key, size, self.size_budget)
+
+    @staticmethod
+    def _value(cm: dict[str, Any], key: str) -> bytes:
+        dk = _data_key(key)
+        if dk in (cm.get("data") or {}):
+            return str(cm["data"][dk]).encode("utf-8")
+        if dk in (cm.get("binaryData") or {}):
+            return base64.b64decode(cm["binaryData"][dk])
+        return b""
+
+    def _owned(self, cm: dict[str, Any], key: str) -> bool:
+        return (cm.get("metadata", {}).get("annotations") or {}).get(KEY_ANNOTATION) == key
+
+    async def aclose(self) -> None:
+        """Close the client's connections when it has any (the store is done)."""
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            await close()
+
+    # -- the Store protocol -----------------------------------------------------------
+    async def put(self, key: str, data: bytes) -> None:
+        """Create or replace the key's ConfigMap."""
+        name = self.name_for(key)
+        body = self._body(key, name, data)
+        self._check_size(key, body)
+        for _ in range(5):
+            try:
+                await self.client.create_configmap(self.namespace, body)
+                return
+            except Conflict:
+                pass
+            old = await self.client.get_configmap(self.namespace, name)
+            if old is None:
+                continue
+            if not self._owned(old, key):
+                raise StoreError(f"ConfigMap {name} holds another key "
+                                 f"({old['metadata'].get('annotations', {}).get(KEY_ANNOTATION)})")
+            body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            try:
+                await self.client.replace_configmap(self.namespace, body)
+                return
+            except Conflict:
+                continue
+        raise StoreError(f"cannot write ConfigMap {name}: it keeps changing")
+
+    async def get(self, key: str) -> bytes:
+        """The key's value; :class:`NotFound` when missing."""
+        cm = await self.client.get_configmap(self.namespace, self.name_for(key))
+        if cm is None or not self._owned(cm, key):
+            raise NotFound(key)
+        return self._value(cm, key)
+
+    def _selector(self, kind: str | None) -> str:
+        sel = f"{MANAGED_BY}=stagecoach,stagecoach.dev/pipeline={label_value(self.pipeline)}"
+        return sel + (f",stagecoach.dev/kind={kind}" if kind else "")
+
+    async def _items(self, prefix: str) -> builtins.list[dict[str, Any]]:
+        kind = None
+        for p, k in ((OUTPUTS, "output"), (TRACE, "trace"), (REPLAY, "replay")):
+            if prefix.startswith(p):
+                kind = k
+        items = await self.client.list_configmaps(self.namespace, self._selector(kind))
+        out = []
+        for cm in items:
+            ann = cm.get("metadata", {}).get("annotations") or {}
+            key = ann.get(KEY_ANNOTATION)
+            if key and key.startswith(prefix):
+                out.append(cm)
+        return out
+
+    async def read_all(self, prefix: str = "") -> dict[str, bytes]:
+        """Every key under ``prefix`` with its value, in one list call (for reports)."""
+        out: dict[str, bytes] = {}
+        for cm in await self._items(prefix):
+            key = cm["metadata"]["annotations"][KEY_ANNOTATION]
+            if not key.startswith(TRACE):
+                out[key] = self._value(cm, key)
+        return out
+
+    async def list(self, prefix: str = "") -> builtins.list[str]:
+        """Keys under ``prefix``, sorted (one ConfigMap list call)."""
+        keys = {cm["metadata"]["annotations"][KEY_ANNOTATION] for cm in await self._items(prefix)}
+        return sorted(keys)
+
+    async def append_trace(self, writer_id: str, events: builtins.list[dict[str, Any]]) -> None:
+        """Append to this writer's record; a full part continues in the next one.
+
+        The last version written is cached, so a writer's appends cost one PUT each;
+        a conflict (another instance of the same writer, e.g. a restarted operator)
+        re-reads it."""
+        if not events:
+            return
+        key = trace_key(writer_id)
+        chunk = encode_events(events)
+        part = self._parts.get(writer_id, 0)
+        cached = self._trace_cache.pop(writer_id, None)
+        for _ in range(100):
+            name = self.name_for(key, part)
+            old = cached if cached is not None and cached["metadata"]["name"] == name else \
+                await self.client.get_configmap(self.namespace, name)
+            cached = None
+            if old is None:
+                body = self._body(key, name, chunk, part)
+                self._check_size(key, body)
+                try:
+                    written = await self.client.create_configmap(self.namespace, body)
+                except Conflict:
+                    continue
+                self._parts[writer_id] = part
+                self._remember(writer_id, written, body)
+                return
+            ann = old["metadata"].get("annotations") or {}
+            if ann.get(FULL_ANNOTATION) == "true":
+                part += 1
+                continue
+            data = self._value(old, key) + chunk
+            body = self._body(key, name, data, part, old["metadata"]["resourceVersion"])
+            if self._size(body) > self.size_budget:
+                # Close this part (keep its data) and continue in the next one.
+                closed = self._body(key, name, self._value(old, key), part,
+                                    old["metadata"]["resourceVersion"], full=True)
+                try:
+                    await self.client.replace_configmap(self.namespace, closed)
+                except Conflict:
+                    continue
+                part += 1
+                continue
+            try:
+                written = await self.client.replace_configmap(self.namespace, body)
+            except Conflict:
+                continue
+            self._parts[writer_id] = part
+            self._remember(writer_id, written, body)
+            return
+        raise StoreError(f"cannot append to the trace record of {writer_id}")
+
+    def _remember(self, writer_id: str, written: dict[str, Any], body: dict[str, Any]) -> None:
+        rv = (written or {}).get("metadata", {}).get("resourceVersion")
+        if rv:
+            body["metadata"]["resourceVersion"] = rv
+            self._trace_cache[writer_id] = body
+
+    async def read_trace(self) -> builtins.list[dict[str, Any]]:
+        """Every writer's events (all parts, in order), merged by ``ts``."""
+        parts: dict[str, builtins.list[tuple[int, bytes]]] = {}
+        for cm in await self._items(TRACE):
+            ann = cm["metadata"]["annotations"]
+            key = ann[KEY_ANNOTATION]
+            writer = key[len(TRACE):-len(".jsonl")]
+            parts.setdefault(writer, []).append((int(ann.get(PART_ANNOTATION, "0")),
+                                                 self._value(cm, key)))
+        records = {w: parse_events(b"".join(d for _, d in sorted(ps)))
+                   for w, ps in parts.items()}
+        return merge_trace(records)
+
+
+# -- the real client ---------------------------------------------------------------------
+
+
+class RestClient:
+    """A minimal JSON REST client over ``kubernetes_asyncio``'s configuration and
+    connection handling. :meth:`request` returns ``(status, body)`` and never raises
+    for HTTP errors; callers map statuses to meaning.
+
+    >>> rest = await RestClient.connect()            # doctest: +SKIP
+    >>> status, body = await rest.request("GET", "/api/v1/namespaces")  # doctest: +SKIP
+    """
+
+    def __init__(self, api_client: Any) -> None:
+        self.api = api_client
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> RestClient:
+        """In-cluster configuration when running in a pod (no ``kubeconfig`` given and
+        ``KUBERNETES_SERVICE_HOST`` set), else the kubeconfig (``$KUBECONFIG``)."""
+        from kubernetes_asyncio import client, config
+
+        cfg = client.Configuration()
+        path = kubeconfig or os.environ.get("KUBECONFIG")
+        if path is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            await config.load_kube_config(config_file=path, client_configuration=cfg)
+        return cls(client.ApiClient(cfg))
+
+    async def request(self, method: str, path: str, body: Any = None,
+                      query: builtins.list[tuple[str, str]] | None = None,
+                      content_type: str = "application/json") -> tuple[int, Any]:
+        """One API call; returns the status and the decoded JSON body."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        try:
+            resp = await self.api.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False,
+                _return_http_data_only=True)
+        except Exception as e:  # connection refused, TLS, timeouts
+            raise StoreError(f"{method} {path}: {type(e).__name__}: {e}") from e
+        try:
+            text = await resp.text()
+        finally:
+            resp.release()
+        try:
+            data = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            data = {"message": text}
+        return int(resp.status), data
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self.api.close()
+
+
+def _error(status: int, data: Any, what: str) -> StoreError:
+    msg = data.get("message") if isinstance(data, dict) else str(data)
+    if status == 409:
+        return Conflict(f"{what}: {msg}")
+    return StoreError(f"{what}: HTTP {status}: {msg}")
+
+
+class RestConfigMapClient:
+    """:class:`ConfigMapClient` over :class:`RestClient`."""
+
+    def __init__(self, rest: RestClient) -> None:
+        self.rest = rest
+
+    @staticmethod
+    def _path(namespace: str, name: str | None = None) -> str:
+        base = f"/api/v1/namespaces/{namespace}/configmaps"
+        return f"{base}/{name}" if name else base
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        status, data = await self.rest.request("GET", self._path(namespace, name))
+        if status == 404:
+            return None
+        if status >= 300:
+            raise _error(status, data, f"get configmap {name}")
+        return dict(data)
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        status, data = await self.rest.request("POST", self._path(namespace), body)
+        if status >= 300:
+            raise _error(status, data, f"create configmap {body['metadata']['name']}")
+        return dict(data)
+
+    async def replace_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = body["metadata"]["name"]
+        status, data = await self.rest.request("PUT", self._path(namespace, name), body)
+        if status >= 300:
+            raise _error(status, data, f"replace configmap {name}")
+        return dict(data)
+
+    async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        status, data = await self.rest.request("GET", self._path(namespace),
+                                               query=[("labelSelector", selector)])
+        if status >= 300:
+            raise _error(status, data, "list configmaps")
+        return list(data.get("items") or [])
+
+
+class LazyConfigMapClient:
+    """Connects on first use (``open_store`` is synchronous; connecting is not)."""
+
+    def __init__(self, kubeconfig: str | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self._client: RestConfigMapClient | None = None
+
+    async def _c(self) -> RestConfigMapClient:
+        if self._client is None:
+            self._client = RestConfigMapClient(await RestClient.connect(self.kubeconfig))
+        return self._client
+
+    async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await (await self._c()).get_configmap(namespace, name)
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await (await self._c()).create_configmap(namespace, body)
+
+    async def replace_configmap(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await (await self._c()).replace_configmap(namespace, body)
+
+    async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return await (await self._c()).list_configmaps(namespace, selector)
+
+    async def close(self) -> None:
+        """Close the connection pool, if one was opened."""
+        if self._client is not None:
+            await self._client.rest.close()
+            self._client = None

@@ -1,0 +1,146 @@
+"""Operator benchmark on the real control plane (``pytest -m bench tests/e2e -s``).
+
+Measures, and prints (asserts nothing about speed):
+
+* stage-transition latency: a Job's ``Complete`` → the next Job's ``ADDED``, both as
+  seen by one watch on the Jobs (p50, p99) over a chain of no-op agent stages;
+* throughput: N concurrent 5-stage pipelines, wall time and stages per second;
+* API requests per stage (the operator's own request counter, from ``/metrics``);
+* operator CPU seconds and peak RSS (``/proc``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import statistics
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from stagecoach.store.configmap import RestClient
+
+from tests.cluster.controlplane import ControlPlane
+from tests.e2e.conftest import Kubectl, Operator
+
+pytestmark = [pytest.mark.cluster, pytest.mark.bench]
+
+CASSETTE = """
+apiVersion: stagecoach.dev/v1alpha1
+kind: Cassette
+entries:
+""" + "".join(f"  - {{stage: s{i}, response: {{content: ok, usage: {{input: 1, output: 1}}}}}}\n"
+              for i in range(10))
+
+
+def chain(name: str, n: int) -> dict[str, Any]:
+    stages: list[dict[str, Any]] = []
+    for i in range(n):
+        stage: dict[str, Any] = {"name": f"s{i}", "agent": {"prompt": "go"}}
+        if i:
+            stage["dependsOn"] = [f"s{i - 1}"]
+        stages.append(stage)
+    return {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "AgentPipeline",
+            "metadata": {"name": name},
+            "spec": {"defaults": {"provider": "replay"}, "stages": stages}}
+
+
+async def watch_jobs(kubeconfig: str, ns: str, expect: int,
+                     out: dict[str, dict[str, float]]) -> None:
+    rest = await RestClient.connect(kubeconfig)
+    try:
+        resp = await rest.api.call_api(
+            f"/apis/batch/v1/namespaces/{ns}/jobs", "GET",
+            query_params=[("watch", "true")], header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"], _preload_content=False,
+            _return_http_data_only=True)
+        while len(out["done"]) < expect:
+            line = await asyncio.wait_for(resp.content.readline(), 300)
+            if not line:
+                break
+            ev = json.loads(line)
+            obj, now = ev["object"], time.monotonic()
+            name = obj["metadata"]["name"]
+            out["added"].setdefault(name, now)
+            conds = (obj.get("status") or {}).get("conditions") or []
+            if any(c["type"] == "Complete" and c["status"] == "True" for c in conds):
+                out["done"].setdefault(name, now)
+    finally:
+        await rest.close()
+
+
+def proc_usage(pid: int) -> tuple[float, int]:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/status") as f:
+        found = re.search(r"VmHWM:\s+(\d+)", f.read())
+    return cpu, int(found.group(1)) if found else 0
+
+
+def scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def test_operator_bench(crds: ControlPlane, kube_namespace: str, kubectl: Kubectl,
+                        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("STAGECOACH_METRICS_PORT", str(port))
+    op = Operator(crds, kube_namespace, tmp_path)
+    op.start()
+    try:
+        kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                       "data": {"cassette.yaml": CASSETTE}},
+                      {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
+                       "metadata": {"name": "replay"},
+                       "spec": {"type": "replay", "cassette": {"configMapRef": {"name": "c"}}}})
+        # 1. transition latency over a 10-stage chain
+        seen: dict[str, dict[str, float]] = {"added": {}, "done": {}}
+        watcher = asyncio.new_event_loop()
+        task = watcher.create_task(watch_jobs(str(crds.kubeconfig), kube_namespace, 10, seen))
+        watcher.run_until_complete(asyncio.sleep(0.5))
+        kubectl.apply(chain("lat", 10))
+        watcher.run_until_complete(task)
+        watcher.close()
+        order = sorted(seen["added"], key=seen["added"].__getitem__)
+        pairs = zip(order, order[1:], strict=False)
+        lat = [(seen["added"][b] - seen["done"][a]) * 1000 for a, b in pairs]
+        kubectl.wait_phase("lat", {"Succeeded", "Failed"}, timeout=120, operator=op)
+        # 2. throughput: N concurrent 5-stage pipelines
+        n = int(os.environ.get("STAGECOACH_BENCH_PIPELINES", "10"))
+        before = scrape(port)
+        started = time.monotonic()
+        kubectl.apply(*[chain(f"t{i}", 5) for i in range(n)])
+        for i in range(n):
+            kubectl.wait_phase(f"t{i}", {"Succeeded", "Failed"}, timeout=600, operator=op)
+        wall = time.monotonic() - started
+        after = scrape(port)
+        assert op.proc is not None
+        cpu, rss = proc_usage(op.proc.pid)
+        requests = after["stagecoach_api_requests"] - before["stagecoach_api_requests"]
+        lat_sorted = sorted(lat)
+        print(f"\nstage transition (Job Complete -> next Job ADDED, watch): "
+              f"p50 {statistics.median(lat):.0f} ms, "
+              f"p99 {lat_sorted[min(len(lat) - 1, int(len(lat) * 0.99))]:.0f} ms "
+              f"(n={len(lat)}: {[round(x) for x in lat]})")
+        print(f"throughput: {n} pipelines x 5 stages in {wall:.1f} s "
+              f"= {n * 5 / wall:.2f} stages/s")
+        print(f"API requests per stage: {requests / (n * 5):.1f}")
+        print(f"operator: {cpu:.1f} CPU s total, peak RSS {rss / 1024:.0f} MiB")
+        p50 = after.get('stagecoach_reconcile_seconds_sum', 0) / max(
+            1, after.get('stagecoach_reconcile_seconds_count', 1))
+        print(f"mean reconcile pass: {p50 * 1000:.1f} ms")
+    finally:
+        op.kill()
