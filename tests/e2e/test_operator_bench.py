@@ -139,8 +139,8 @@ def test_operator_bench(crds: ControlPlane, kube_namespace: str, kubectl: Kubect
               f"= {n * 5 / wall:.2f} stages/s")
         print(f"API requests per stage: {requests / (n * 5):.1f}")
         print(f"operator: {cpu:.1f} CPU s total, peak RSS {rss / 1024:.0f} MiB")
-        p50 = after.get('stagecoach_reconcile_seconds_sum', 0) / max(
-            1, after.get('stagecoach_reconcile_seconds_count', 1))
+        p50 = after.get('stagecoach_reconcile_duration_seconds_sum', 0) / max(
+            1, after.get('stagecoach_reconcile_duration_seconds_count', 1))
         print(f"mean reconcile pass: {p50 * 1000:.1f} ms")
     finally:
         op.kill()

@@ -29,6 +29,20 @@ SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{([^}]*)\}")
 NAME = re.compile(r"\bstagecoach_[a-z0-9_]+")
 
 
+def test_names_and_labels_match_what_the_operator_exports() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from stagecoach.operator.metrics import Metrics
+
+    m = Metrics()
+    exported = {w._name: set(w._labelnames) for w in vars(m).values()
+                if isinstance(w, MetricWrapperBase)}
+    for name, labels in LABELS.items():
+        base = name.removesuffix("_total")
+        assert base in exported, f"the operator does not export {name}"
+        assert exported[base] == labels, (name, exported[base], labels)
+
+
 def load() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
 

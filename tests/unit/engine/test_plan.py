@@ -319,3 +319,17 @@ def test_state_round_trips_without_payloads() -> None:
     assert dump_state(again) == dump_state(r.state)
     full = load_state(json.loads(json.dumps(dump_state(r.state, with_outputs=True))))
     assert full.stages["fan"].output == r.state.stages["fan"].output
+
+
+def test_waiting_stage_status_carries_the_retry_reason_and_message() -> None:
+    from stagecoach.engine import observe, to_status
+    from stagecoach.engine.plan import AttemptOutcome
+
+    p = resolved({"stages": [run_("a", retry={"limit": 1})]})
+    first = plan(p, new_state(p), T0)
+    after = observe(p, first.state, AttemptOutcome("a", 1, 1, ok=False, error_class="Error",
+                                                   message="boom"), T0)
+    again = plan(p, after.state, T0)
+    [stage] = to_status(p, again.state).stages
+    assert (stage.phase, stage.reason, stage.message) == ("Waiting", "Error", "boom")
+    assert stage.next_attempt_at is not None

@@ -14,12 +14,14 @@ def test_actions_feed_histograms_and_counters() -> None:
     m.observe_actions([
         ScheduleRetry("a", 1, 1, None, error_class="RateLimited", message="x", duration_ms=300),
         StageEvent("a", 1, 2, None, type="StageSucceeded", data={"durationMs": 1200}),
-    ])
+    ], "research-report")
     m.pipeline_phase(("ns", "p"), "Running")
     m.pipeline_phase(("ns", "p"), "Succeeded")
     text = m.render().decode()
-    assert 'stagecoach_stage_retries_total{error_class="RateLimited"} 1.0' in text
-    assert 'stagecoach_stage_duration_seconds_count{outcome="succeeded"} 1.0' in text
+    assert ('stagecoach_stage_retries_total{error_class="RateLimited",'
+            'pipeline="research-report",stage="a"} 1.0') in text
+    assert ('stagecoach_stage_duration_seconds_count{outcome="succeeded",'
+            'pipeline="research-report",stage="a"} 1.0') in text
     assert 'stagecoach_pipelines{phase="Succeeded"} 1.0' in text
     assert 'stagecoach_pipelines{phase="Running"} 0.0' in text
 
@@ -36,6 +38,6 @@ async def test_endpoints() -> None:
             assert (await client.get("/readyz")).status_code == 503
             m.ready = True
             assert (await client.get("/readyz")).status_code == 200
-            assert "stagecoach_reconcile_seconds" in (await client.get("/metrics")).text
+            assert "stagecoach_reconcile_duration_seconds" in (await client.get("/metrics")).text
     finally:
         await runner.cleanup()

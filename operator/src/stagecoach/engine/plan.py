@@ -438,7 +438,9 @@ class _Planner:
             if new == "Pending":
                 new = "Queued"
             waiting = next((i for i in run.instances if i.phase in {"Waiting", "Queued"}), None)
-            run.reason = waiting.reason if waiting and new in {"Waiting", "Queued"} else None
+            shown = waiting if waiting and new in {"Waiting", "Queued"} else None
+            run.reason = shown.reason if shown else None
+            run.message = shown.message if shown else None
             changed = new != run.phase
             run.phase = new
             return changed

@@ -27,22 +27,25 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.reconcile = Histogram("stagecoach_reconcile_seconds",
+        self.reconcile = Histogram("stagecoach_reconcile_duration_seconds",
                                    "Duration of one reconcile pass.", registry=r,
                                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        # ``pipeline`` is the template name for templated pipelines (bounded), else the
+        # pipeline's own name, so generated runs of one template share their series.
         self.stage_duration = Histogram("stagecoach_stage_duration_seconds",
-                                        "Duration of stage attempts.", ["outcome"],
+                                        "Duration of stage attempts.",
+                                        ["pipeline", "stage", "outcome"],
                                         registry=r, buckets=_BUCKETS)
         self.retries = Counter("stagecoach_stage_retries_total",
                                "Stage attempts that failed and will be retried.",
-                               ["error_class"], registry=r)
+                               ["pipeline", "stage", "error_class"], registry=r)
         self.pipelines = Gauge("stagecoach_pipelines", "Pipelines by phase.", ["phase"],
                                registry=r)
         self.tokens = Counter("stagecoach_tokens_total", "Tokens reported by providers.",
-                              ["provider", "direction"], registry=r)
+                              ["provider", "model", "kind"], registry=r)
         self.queue_wait = Histogram("stagecoach_queue_wait_seconds",
                                     "Time stage instances waited for a provider slot or "
-                                    "parallelism.", registry=r, buckets=_BUCKETS)
+                                    "parallelism.", ["provider"], registry=r, buckets=_BUCKETS)
         self.jobs_created = Counter("stagecoach_jobs_created_total", "Jobs created.",
                                     registry=r)
         self.api_requests = Gauge("stagecoach_api_requests", "API requests made so far.",
@@ -50,7 +53,7 @@ class Metrics:
         self._phases: dict[tuple[str, str], str] = {}
         self.ready = False
 
-    def observe_actions(self, actions: Iterable[Action]) -> None:
+    def observe_actions(self, actions: Iterable[Action], pipeline: str = "") -> None:
         """Stage durations and retries from the trace-producing actions."""
         for a in actions:
             ev = a.event()
@@ -58,11 +61,13 @@ class Metrics:
                 continue
             data: dict[str, Any] = ev.get("data") or {}
             if ev["type"] == "StageFailed" and data.get("willRetry"):
-                self.retries.labels(str(data.get("errorClass"))).inc()
+                self.retries.labels(pipeline, str(ev.get("stage")),
+                                    str(data.get("errorClass"))).inc()
             if ev["type"] in {"StageSucceeded", "StageFailed"} and isinstance(
                     data.get("durationMs"), int):
                 outcome = "succeeded" if ev["type"] == "StageSucceeded" else "failed"
-                self.stage_duration.labels(outcome).observe(data["durationMs"] / 1000)
+                self.stage_duration.labels(pipeline, str(ev.get("stage")), outcome).observe(
+                    data["durationMs"] / 1000)
 
     def pipeline_phase(self, key: tuple[str, str], phase: str | None) -> None:
         """Track one pipeline's phase (None: deleted)."""

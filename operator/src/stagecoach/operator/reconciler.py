@@ -106,6 +106,8 @@ class _Run:
     resources: dict[str, Resources | None] = field(default_factory=dict)
     store_secret: str | None = None
     """``spec.storage.s3.credentialsSecret``: mounted into the stage pods as AWS_* env."""
+    metrics_name: str = ""
+    """The ``pipeline`` metrics label: the template's name, or the pipeline's."""
 
 
 class Reconciler:
@@ -244,7 +246,9 @@ class Reconciler:
     def _make_run(self, ns: str, record: RunRecord) -> _Run:
         resolved, resources = self._resolve(record, ns)
         store, ref, trace_ref, secret = self._store(ns, record)
-        return _Run(record, resolved, store, ref, trace_ref, resources, secret)
+        tref = record.pipeline.spec.template_ref
+        name = tref.name if tref is not None else record.pipeline.metadata.name
+        return _Run(record, resolved, store, ref, trace_ref, resources, secret, name)
 
     async def _load_run(self, ns: str, body: dict[str, Any]) -> _Run | None:
         """The run from memory, or from ``<pipeline>-state``, or a new start."""
@@ -411,11 +415,13 @@ class Reconciler:
 
     def _observe_metrics(self, run: _Run, outcomes: list[AttemptOutcome],
                          actions: list[Action], before: RunState, now: datetime) -> None:
-        self.metrics.observe_actions(actions)
+        self.metrics.observe_actions(actions, run.metrics_name)
         for o in outcomes:
-            provider = run.resolved.stage(o.stage).provider or "none"
-            self.metrics.tokens.labels(provider, "input").inc(o.tokens.input)
-            self.metrics.tokens.labels(provider, "output").inc(o.tokens.output)
+            stage = run.resolved.stage(o.stage)
+            provider = stage.provider or "none"
+            model = (stage.agent.model if stage.agent else None) or "none"
+            self.metrics.tokens.labels(provider, model, "input").inc(o.tokens.input)
+            self.metrics.tokens.labels(provider, model, "output").inc(o.tokens.output)
         for a in actions:
             if isinstance(a, StartAttempt) and a.stage in before.stages:
                 inst = next((i for i in before.stages[a.stage].instances
@@ -423,7 +429,8 @@ class Reconciler:
                 if inst is not None and inst.phase == "Queued" and run.record.state:
                     since = before.stages[a.stage].started_at
                     if since is not None:
-                        self.metrics.queue_wait.observe((now - since).total_seconds())
+                        self.metrics.queue_wait.labels(a.provider or "none").observe(
+                            (now - since).total_seconds())
         self.metrics.api_requests.set(self.kube.requests)
 
     # -- provider slots ------------------------------------------------------------------
