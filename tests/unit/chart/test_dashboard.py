@@ -31,7 +31,6 @@ NAME = re.compile(r"\bstagecoach_[a-z0-9_]+")
 
 def test_names_and_labels_match_what_the_operator_exports() -> None:
     from prometheus_client.metrics import MetricWrapperBase
-
     from stagecoach.operator.metrics import Metrics
 
     m = Metrics()
