@@ -109,3 +109,22 @@ def test_run_job_wraps_the_user_container() -> None:
                    "STAGECOACH_OUTPUT": "/stagecoach/output"}
     assert pod["volumes"] == [{"name": "work", "emptyDir": {}}]
     assert "activeDeadlineSeconds" not in job["spec"]
+
+
+def test_extra_env_reaches_every_container() -> None:
+    extra = {"TRACEPARENT": "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+             "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    run = StageSpecBody(name="scrape", run=RunSpec(image="acme/scraper:1", command=["s"]))
+    pod = build_job(attempt(run, {}), {}, extra_env=extra)["spec"]["template"]["spec"]
+    for c in pod["initContainers"] + pod["containers"]:
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert {k: env.get(k) for k in extra} == extra, c["name"]
+    llm = provider("llm", type="openai", base_url="http://x")
+    agent = StageSpecBody(name="draft", agent=AgentSpec(prompt="hi", provider="llm"))
+    pod = build_job(attempt(agent, {"llm": llm}), {"llm": llm},
+                    extra_env=extra)["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert {k: env.get(k) for k in extra} == extra
+    plain = build_job(attempt(agent, {"llm": llm}), {"llm": llm})
+    names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & extra.keys()

@@ -3,9 +3,12 @@ patched only on a diff, crash windows, deleted Jobs, Invalid."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from stagecoach.api import AttemptResult
 from stagecoach.operator.reconciler import Reconciler
 from stagecoach.operator.slots import ProviderSlots
@@ -156,3 +159,109 @@ async def test_s3_storage_puts_outputs_and_trace_in_the_bucket() -> None:
     assert status["traceRef"] == "s3://runs/sc/ns/p/uid-p/trace/"
     assert not [n for _, n in kube.configmaps if "trace" in n]
     assert "p-state" in {n for _, n in kube.configmaps}  # the run record stays a ConfigMap
+
+
+def _memory_factory() -> Any:
+    from obstore.store import MemoryStore
+    from stagecoach.api import StoreRef
+    from stagecoach.store import S3Store
+
+    memory = MemoryStore()
+
+    def factory(ref: StoreRef) -> S3Store:
+        return S3Store(ref.bucket or "", prefix=ref.prefix, object_store=memory)
+
+    return factory
+
+
+async def test_default_storage_s3_for_pipelines_without_spec_storage() -> None:
+    from stagecoach.api import AttemptSpec
+    from stagecoach.operator.storage import parse_default_storage
+
+    kube, rec = setup(agent_pipeline())
+    rec.default_storage = parse_default_storage(
+        '{"type": "s3", "s3": {"bucket": "runs", "prefix": "d", "credentialsSecret": "c"}}')
+    rec.store_factory = _memory_factory()
+    await rec.reconcile(NS, "p")
+    env = {e["name"]: e for e in
+           kube.jobs[(NS, "p-a-1-1")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    spec = AttemptSpec.from_json(env["STAGECOACH_ATTEMPT"]["value"])
+    assert (spec.store.type, spec.store.bucket, spec.store.prefix) == ("s3", "runs", "d/ns/p/uid-p")
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "c"
+    assert kube.pipelines[(NS, "p")]["status"]["traceRef"] == "s3://runs/d/ns/p/uid-p/trace/"
+
+
+async def test_configmap_store_spills_to_the_default_bucket() -> None:
+    from stagecoach.api import AttemptSpec
+    from stagecoach.operator.storage import parse_default_storage
+    from stagecoach.store import SpillStore, open_store
+
+    kube, rec = setup(agent_pipeline())
+    rec.default_storage = parse_default_storage(
+        '{"type": "configmap", "s3": {"bucket": "runs", "credentialsSecret": "c"}}')
+    factory = _memory_factory()
+    rec.store_factory = factory
+    await rec.reconcile(NS, "p")
+    env = {e["name"]: e for e in
+           kube.jobs[(NS, "p-a-1-1")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    spec = AttemptSpec.from_json(env["STAGECOACH_ATTEMPT"]["value"])
+    assert spec.store.type == "configmap" and spec.store.overflow is not None
+    assert (spec.store.overflow.bucket, spec.store.overflow.prefix) == ("runs", "ns/p/uid-p")
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "c"
+    assert isinstance(open_store(spec.store, pipeline=spec.pipeline), SpillStore)
+    # The pod's SpillStore: a large output goes to the bucket, a pointer to the ConfigMap.
+    pod_store = SpillStore(ConfigMapStore(kube, NS, "p", "uid-p"),  # type: ignore[arg-type]
+                           factory(spec.store.overflow))
+    big = "x" * (2 * 1024 * 1024)
+    await pod_store.put("outputs/a/1.json", encode_output(big, "text"))
+    pointer = kube.configmaps[(NS, "p-a-1")]["data"]["1.json"]
+    assert json.loads(pointer)["stagecoach.dev/spilled"] == \
+        "s3://runs/ns/p/uid-p/outputs/a/1.json"
+    result = AttemptResult(phase="Succeeded", output_ref="outputs/a/1.json",
+                           tokens={"input": 3, "output": 4})
+    kube.finish_job(NS, "p-a-1-1", termination=result.to_termination_message())
+    await rec.reconcile(NS, "p")  # the operator follows the pointer
+    assert kube.job_creates == ["p-a-1-1", "p-b-1-1"]
+    assert rec.runs[(NS, "p")].record.state.stages["a"].output == big
+
+
+async def test_tracing_schedule_spans_root_span_and_job_env(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+
+    from stagecoach import telemetry
+
+    spans: list[tuple[str, str, dict[str, Any]]] = []
+
+    @contextmanager
+    def child(uid: str, name: str, *, attributes: Any = None, **_: Any) -> Iterator[None]:
+        spans.append((name, uid, dict(attributes or {})))
+        yield None
+
+    @contextmanager
+    def root(name: str, uid: str, **kw: Any) -> Iterator[None]:
+        spans.append(("root", uid, kw))
+        yield None
+
+    monkeypatch.setattr(telemetry, "pipeline_child_span", child)
+    monkeypatch.setattr(telemetry, "start_pipeline_span", root)
+    monkeypatch.setattr(telemetry, "pipeline_traceparent", lambda uid: f"00-{uid}-01")
+    kube, rec = setup(agent_pipeline())
+    rec.tracing, rec.otlp_endpoint = True, "http://collector:4318"
+    await rec.reconcile(NS, "p")
+    env = {e["name"]: e.get("value") for e in
+           kube.jobs[(NS, "p-a-1-1")]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRACEPARENT"] == "00-uid-p-01"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert spans == [("schedule", "uid-p", {"stagecoach.pipeline": "p",
+                                            "k8s.namespace.name": NS, "stagecoach.started": 1,
+                                            "stagecoach.stages": ["a"]})]
+    await rec.reconcile(NS, "p")  # nothing started: no span
+    assert len(spans) == 1
+    await succeed(kube, "p-a-1-1", "a", "hello")
+    await rec.reconcile(NS, "p")
+    await succeed(kube, "p-b-1-1", "b", "done")
+    await rec.reconcile(NS, "p")
+    assert [s[0] for s in spans] == ["schedule", "schedule", "root"]
+    assert spans[-1][2]["start_time"] == datetime(2026, 1, 1, 0, 0, 0, tzinfo=UTC)
+    assert spans[-1][2]["namespace"] == NS

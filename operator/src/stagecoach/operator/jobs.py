@@ -210,9 +210,12 @@ def _store_env(secret: str | None) -> list[dict[str, Any]]:
 def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
               options: JobOptions | None = None,
               resources: Resources | None = None,
-              store_secret: str | None = None) -> dict[str, Any]:
+              store_secret: str | None = None,
+              extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Job for one attempt (``spec.pipeline.uid`` becomes the owner reference).
-    ``store_secret``: the S3 credentials Secret when the pipeline stores in a bucket."""
+    ``store_secret``: the S3 credentials Secret when the pipeline (or its overflow
+    store) stores in a bucket. ``extra_env``: plain variables for every container (the
+    operator's ``TRACEPARENT`` and ``OTEL_EXPORTER_OTLP_ENDPOINT``)."""
     options = options or JobOptions()
     pipeline = spec.pipeline.name
     name = job_name(pipeline, spec.stage.name, spec.iteration, spec.attempt, spec.index)
@@ -228,7 +231,9 @@ def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
     if spec.agent is not None and spec.agent.provider:
         labels[PROVIDER_LABEL] = label_value(spec.agent.provider)
     spec, volumes, mounts = _cassettes(spec)
-    attempt_env = [{"name": ATTEMPT_ENV, "value": spec.to_json()}, *_store_env(store_secret)]
+    plain_env = [{"name": k, "value": v} for k, v in sorted((extra_env or {}).items())]
+    attempt_env = [{"name": ATTEMPT_ENV, "value": spec.to_json()}, *_store_env(store_secret),
+                   *plain_env]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": options.service_account,
@@ -261,6 +266,7 @@ def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
             user_env.append(item)
         user_env += [{"name": "STAGECOACH_INPUT", "value": f"{WORK_DIR}/input.json"},
                      {"name": "STAGECOACH_OUTPUT", "value": f"{WORK_DIR}/output"}]
+        user_env += [e for e in plain_env if e["name"] not in {v["name"] for v in user_env}]
         main: dict[str, Any] = {
             "name": "main",
             "image": run.image,

@@ -18,7 +18,8 @@ from typing import Any
 
 import kopf
 
-from .. import GROUP, VERSION
+from .. import GROUP, VERSION, telemetry
+from ..api import Storage
 from .jobs import MANAGED_BY, PROVIDER_LABEL, JobOptions
 from .kube import Kube
 from .metrics import Metrics, serve
@@ -26,6 +27,7 @@ from .outcomes import job_finished
 from .reconciler import Reconciler
 from .runtime import Runtime
 from .slots import ProviderSlots
+from .storage import default_storage
 
 __all__ = ["build_registry", "run_operator"]
 
@@ -40,8 +42,12 @@ class _Memo:
 
 
 def build_registry(options: JobOptions, kubeconfig: str | None = None,
-                   metrics_port: int | None = None) -> kopf.OperatorRegistry:
-    """The kopf registry with Stagecoach's handlers."""
+                   metrics_port: int | None = None,
+                   storage: Storage | None = None) -> kopf.OperatorRegistry:
+    """The kopf registry with Stagecoach's handlers. ``storage``: the default storage
+    (``STAGECOACH_DEFAULT_STORAGE``). OpenTelemetry is on when
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: scheduling spans, the pipelines' root spans,
+    and ``TRACEPARENT`` plus the endpoint in every stage pod."""
     registry = kopf.OperatorRegistry()
     memo = _Memo()
     metrics = Metrics()
@@ -60,17 +66,26 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        import os
+
         memo.kube = await Kube.connect(kubeconfig)
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        tracing = bool(endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) \
+            and telemetry.configure()
         slots = ProviderSlots()
         runtime = Runtime(lambda ns, name: reconciler.reconcile(ns, name),
                           observe=metrics.reconcile.observe)
         reconciler = Reconciler(memo.kube, slots, options=options, wake=runtime.wake,
-                                trigger=runtime.trigger, metrics=metrics)
+                                trigger=runtime.trigger, metrics=metrics,
+                                default_storage=storage, tracing=tracing,
+                                otlp_endpoint=endpoint)
         memo.reconciler, memo.runtime = reconciler, runtime
         if metrics_port:
             memo.http = await serve(metrics, metrics_port)
         metrics.ready = True
-        log.info("stagecoach operator started (image %s)", options.image)
+        log.info("stagecoach operator started (image %s, default storage %s, tracing %s)",
+                 options.image, storage.type if storage else "configmap",
+                 "on" if tracing else "off")
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -80,6 +95,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
             await memo.kube.close()
         if memo.http is not None:
             await memo.http.cleanup()
+        telemetry.flush()
 
     @kopf.on.event(GROUP, VERSION, "agentpipelines", registry=registry)
     async def pipeline_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,
@@ -140,7 +156,12 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     port = os.environ.get("STAGECOACH_METRICS_PORT")
-    registry = build_registry(options, kubeconfig, int(port) if port else None)
+    try:
+        storage = default_storage(os.environ)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    registry = build_registry(options, kubeconfig, int(port) if port else None, storage)
     asyncio.run(kopf.operator(registry=registry, clusterwide=all_namespaces,
                               namespaces=namespaces, standalone=True,
                               liveness_endpoint=liveness))

@@ -28,6 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import telemetry
 from ..api import (
     AgentPipeline,
     AgentPipelineTemplate,
@@ -36,6 +37,7 @@ from ..api import (
     PipelineStatus,
     ResolvedPipeline,
     Resources,
+    Storage,
     StoreRef,
     resolve_pipeline,
 )
@@ -58,25 +60,26 @@ from ..store import (
     TRACE,
     ConfigMapStore,
     Conflict,
+    SpillStore,
     Store,
     StoreError,
     decode_output,
     open_store,
-    s3_store_ref,
 )
+from ..store.spill import DEFAULT_SPILL_THRESHOLD
 from .events import EVENT_TYPES, describe
 from .jobs import (
     JobOptions,
     build_job,
     job_name,
     pipeline_selector,
-    store_ref,
 )
 from .kube import Kube
 from .metrics import Metrics
 from .outcomes import job_finished, job_result
 from .record import RunRecord, parse_record, record_body, record_name
 from .slots import ProviderSlots
+from .storage import run_storage
 
 __all__ = ["Reconciler"]
 
@@ -105,7 +108,8 @@ class _Run:
     trace_ref: str
     resources: dict[str, Resources | None] = field(default_factory=dict)
     store_secret: str | None = None
-    """``spec.storage.s3.credentialsSecret``: mounted into the stage pods as AWS_* env."""
+    """The bucket's ``credentialsSecret`` (``spec.storage.s3``, or the default's when it
+    is the run's store or its overflow): mounted into the stage pods as AWS_* env."""
     metrics_name: str = ""
     """The ``pipeline`` metrics label: the template's name, or the pipeline's."""
 
@@ -119,8 +123,18 @@ class Reconciler:
                  wake: Callable[[PipelineKey, datetime], None] | None = None,
                  trigger: Callable[[PipelineKey], None] | None = None,
                  metrics: Metrics | None = None,
-                 store_factory: Callable[[StoreRef], Store] | None = None) -> None:
+                 store_factory: Callable[[StoreRef], Store] | None = None,
+                 default_storage: Storage | None = None,
+                 tracing: bool = False,
+                 otlp_endpoint: str | None = None) -> None:
         self.kube = kube
+        self.default_storage = default_storage
+        """Storage of pipelines without ``spec.storage``; its bucket is also the overflow
+        of ConfigMap stores (:mod:`.storage`)."""
+        self.tracing = tracing
+        """OpenTelemetry on (:func:`stagecoach.telemetry.configure` returned True)."""
+        self.otlp_endpoint = otlp_endpoint
+        """``OTEL_EXPORTER_OTLP_ENDPOINT`` handed to stage pods."""
         self.store_factory = store_factory or (lambda ref: open_store(ref))
         self.metrics = metrics or Metrics()
         self.slots = slots
@@ -230,18 +244,22 @@ class Reconciler:
         return self._make_run(ns, record)
 
     def _store(self, ns: str, record: RunRecord) -> tuple[Store, StoreRef, str, str | None]:
-        """The run's output/trace store: ConfigMaps, or the bucket of ``spec.storage.s3``
-        (the operator uses its own AWS_* environment; pods get the credentialsSecret)."""
+        """The run's output/trace store (:func:`.storage.run_storage`): a bucket, or
+        ConfigMaps spilling to the default bucket when there is one (the operator uses
+        its own AWS_* environment; pods get the credentialsSecret)."""
         meta = record.pipeline.metadata
-        storage = record.pipeline.spec.storage
-        if storage is not None and storage.type == "s3" and storage.s3 is not None:
-            ref = s3_store_ref(storage.s3, pipeline=meta.name, uid=meta.uid or "",
-                               namespace=ns)
-            store = self.store_factory(ref)
+        ref, secret = run_storage(ns, meta.name, meta.uid or "", record.pipeline.spec.storage,
+                                  self.default_storage)
+        if ref.type == "s3":
             trace_ref = f"s3://{ref.bucket}/{ref.prefix.strip('/')}/{TRACE}"
-            return store, ref, trace_ref, storage.s3.credentials_secret
+            return self.store_factory(ref), ref, trace_ref, secret
         cms = ConfigMapStore(self.kube, ns, meta.name, meta.uid or "")
-        return cms, store_ref(ns, meta.name), cms.trace_ref, None
+        store: Store = cms
+        if ref.overflow is not None:
+            threshold = (ref.spill_threshold if ref.spill_threshold is not None
+                         else DEFAULT_SPILL_THRESHOLD)
+            store = SpillStore(cms, self.store_factory(ref.overflow), threshold=threshold)
+        return store, ref, cms.trace_ref, secret
 
     def _make_run(self, ns: str, record: RunRecord) -> _Run:
         resolved, resources = self._resolve(record, ns)
@@ -348,11 +366,12 @@ class Reconciler:
         run.record.state = plan.state
         if changed:
             await self._persist(ns, run.record)  # before any Job exists
-        created = await self._create_jobs(ns, run, [*missing, *starts], providers)
+        created = await self._schedule(ns, run, [*missing, *starts], providers)
         for stop in plan.stops():
             await self._stop(ns, run, stop)
         if any(isinstance(a, FinishPipeline) for a in plan.actions):
             await self._finish(run, plan.actions)
+            self._root_span(ns, run)
             self.slots.forget(key)
         # Independent writes, concurrently: the created Jobs' names, Events, the
         # pipeline's and the providers' status.
@@ -516,16 +535,56 @@ class Reconciler:
             await self.kube.ensure_stage_rbac(ns, self.options.service_account)
             self._rbac.add(ns)
 
+    # -- tracing -------------------------------------------------------------------------
+    def _job_env(self, run: _Run) -> dict[str, str]:
+        """Plain env for the stage pods: the run's TRACEPARENT and the OTLP endpoint."""
+        if not self.tracing:
+            return {}
+        env: dict[str, str] = {}
+        parent = telemetry.pipeline_traceparent(run.resolved.uid)
+        if parent:
+            env[telemetry.TRACEPARENT_ENV] = parent
+        if self.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.otlp_endpoint
+        return env
+
+    async def _schedule(self, ns: str, run: _Run, starts: list[StartAttempt],
+                        providers: dict[str, ModelProvider]) -> list[str]:
+        """:meth:`_create_jobs`, inside a ``schedule`` span of the run's trace."""
+        if not starts or not self.tracing:
+            return await self._create_jobs(ns, run, starts, providers)
+        attrs = {"stagecoach.pipeline": run.resolved.name, "k8s.namespace.name": ns,
+                 "stagecoach.started": len(starts),
+                 "stagecoach.stages": sorted({s.stage for s in starts if s.stage})}
+        with telemetry.pipeline_child_span(run.resolved.uid, "schedule", attributes=attrs):
+            return await self._create_jobs(ns, run, starts, providers)
+
+    def _root_span(self, ns: str, run: _Run) -> None:
+        """Emit the run's root span (ids from the UID, so the pods' attempt spans and our
+        scheduling spans, exported earlier, are its children), backdated to its start."""
+        if not self.tracing:
+            return
+        state = run.record.state
+        try:
+            with telemetry.start_pipeline_span(run.resolved.name, run.resolved.uid,
+                                               namespace=ns,
+                                               start_time=state.started_at) as span:
+                telemetry.set_pipeline_outcome(span, state.phase, state.message,
+                                               (state.tokens.input, state.tokens.output))
+        except Exception:  # tracing never fails a reconcile
+            log.exception("%s/%s: cannot emit the pipeline span", ns, run.resolved.name)
+
     async def _create_jobs(self, ns: str, run: _Run, starts: list[StartAttempt],
                            providers: dict[str, ModelProvider]) -> list[str]:
         ref = run.store_ref
+        env = self._job_env(run)
 
         async def create(start: StartAttempt) -> str:
             spec = build_attempt(run.resolved, run.record.state, start, providers, ref)
             assert start.stage is not None
             job = build_job(spec, providers, options=self.options,
                             resources=run.resources.get(start.stage),
-                            store_secret=run.store_secret)
+                            store_secret=run.store_secret, extra_env=env)
             try:
                 await self.kube.create_job(ns, job)
             except Conflict:
