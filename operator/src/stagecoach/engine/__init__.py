@@ -15,6 +15,8 @@ from .actions import (
     StageEvent,
     StartAttempt,
     StopAttempt,
+    timestamp,
+    trace_events,
 )
 from .dag import Graph, GraphError, build
 from .expressions import (
@@ -63,7 +65,9 @@ __all__ = [
     "plan",
     "render_template",
     "step",
+    "timestamp",
     "to_status",
+    "trace_events",
     "validate_manifests",
     "validate_pipeline",
     "variables",

@@ -8,8 +8,9 @@ run state returned alongside already reflects every action. No side effects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "StageEvent",
     "StartAttempt",
     "StopAttempt",
+    "timestamp",
+    "trace_events",
 ]
 
 
@@ -181,3 +184,20 @@ class FinishPipeline(Action):
         kind = "PipelineSucceeded" if self.phase == "Succeeded" else "PipelineFailed"
         return self._evt(kind, {"phase": self.phase, "reason": self.reason,
                                 "message": self.message})
+
+
+def timestamp(ts: datetime) -> str:
+    """Trace timestamp form: UTC, milliseconds, ``Z`` (DESIGN §5)."""
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def trace_events(actions: Iterable[Action], now: datetime, pipeline: str,
+                 uid: str) -> list[dict[str, Any]]:
+    """The trace records of a plan's actions, stamped for one pipeline run; both shells
+    append exactly these."""
+    out = []
+    for action in actions:
+        ev = action.event()
+        if ev is not None:
+            out.append({"ts": timestamp(now), "pipeline": pipeline, "uid": uid, **ev})
+    return out

@@ -34,6 +34,7 @@ from ..engine import (
     new_state,
     step,
     to_status,
+    trace_events,
 )
 from ..store import LocalStore, Store, decode_output
 from .rundir import RunDir
@@ -42,11 +43,6 @@ __all__ = ["LocalExecutor", "RunOptions"]
 
 Key = tuple[str, int, int | None, int]
 Listener = Callable[[RunState, list[dict[str, Any]]], None]
-
-
-def iso(ts: datetime) -> str:
-    """Trace timestamp: UTC, milliseconds, ``Z``."""
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -224,13 +220,7 @@ class LocalExecutor:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _record(self, actions: list[Action], now: datetime) -> list[dict[str, Any]]:
-        events = []
-        for action in actions:
-            ev = action.event()
-            if ev is None:
-                continue
-            events.append({"ts": iso(now), "pipeline": self.pipeline.name,
-                           "uid": self.pipeline.uid, **ev})
+        events = trace_events(actions, now, self.pipeline.name, self.pipeline.uid)
         if events:
             await self.store.append_trace(self.options.writer_id, events)
         return events

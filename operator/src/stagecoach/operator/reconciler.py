@@ -53,7 +53,9 @@ from ..engine import (
     dump_state,
     new_state,
     step,
+    timestamp,
     to_status,
+    trace_events,
     validate_pipeline,
 )
 from ..store import (
@@ -91,10 +93,6 @@ WRITER = "operator"
 OUTPUT_KEY = "output.txt"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -187,7 +185,7 @@ class Reconciler:
 
     async def _invalid(self, ns: str, body: dict[str, Any], message: str) -> None:
         name = body["metadata"]["name"]
-        now = _iso(self.clock())
+        now = timestamp(self.clock())
         status = {"phase": "Invalid", "reason": "Invalid", "message": message[:2000],
                   "observedGeneration": body["metadata"].get("generation"),
                   "conditions": [{"type": "Valid", "status": "False", "reason": "Invalid",
@@ -612,13 +610,7 @@ class Reconciler:
 
     async def _record(self, run: _Run, actions: list[Action],
                       now: datetime) -> list[dict[str, Any]]:
-        events = []
-        for action in actions:
-            ev = action.event()
-            if ev is None:
-                continue
-            events.append({"ts": _iso(now), "pipeline": run.resolved.name,
-                           "uid": run.resolved.uid, **ev})
+        events = trace_events(actions, now, run.resolved.name, run.resolved.uid)
         if events:
             await run.store.append_trace(WRITER, events)
         return events
