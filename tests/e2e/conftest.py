@@ -1,13 +1,23 @@
 """Fixtures for the operator's end-to-end tests on the real control plane.
 
 The CRDs from ``crds/`` are applied once per session; each test gets its own
-namespace and its own ``stagecoach operator --namespace NS`` subprocess (so a test may
-SIGKILL and restart it), running against the admin kubeconfig. Stage pods run the
-real ``stagecoach-runner`` through the node agent.
+namespace and its own operator subprocess (so a test may SIGKILL and restart it).
+
+The operator runs under the Helm chart's RBAC, not as cluster admin: the chart is
+rendered with its default values (cluster mode; release ``sc`` in ``stagecoach-system``),
+its ServiceAccounts, (Cluster)Roles and (Cluster)RoleBindings are applied once per
+cluster (the Deployment and Service are not: the operator is a local process), and each
+start mints a TokenRequest token for the Deployment's ServiceAccount and hands the
+operator a kubeconfig with only that bearer token, started with the Deployment's args
+(``operator --all-namespaces``) and plain-value env. A 403 in its log is a chart bug or
+an operator bug, never a test artefact. The test code itself keeps the admin kubeconfig
+(``kube_cluster.kubeconfig``). Stage pods run the real ``stagecoach-runner`` through the
+node agent.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -18,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import pytest
 import yaml
 
@@ -25,6 +36,11 @@ from tests.cluster.controlplane import ControlPlane
 
 REPO = Path(__file__).resolve().parents[2]
 STAGECOACH = str(Path(sys.executable).parent / "stagecoach")
+CHART = REPO / "charts" / "stagecoach"
+RELEASE = "sc"
+RELEASE_NAMESPACE = "stagecoach-system"
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+TOKEN_DURATION = "2h"
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +53,70 @@ def crds(kube_cluster: ControlPlane) -> ControlPlane:
     return kube_cluster
 
 
+@functools.cache
+def chart_release() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """The chart rendered with default values: (its RBAC documents, the Deployment)."""
+    rendered = helm.Chart.load(CHART).render({}, name=RELEASE, namespace=RELEASE_NAMESPACE,
+                                             is_install=True)
+    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
+    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    return tuple(d for d in docs if d["kind"] in RBAC_KINDS), deployment
+
+
+def operator_container() -> dict[str, Any]:
+    """The operator container of the chart's Deployment."""
+    return dict(chart_release()[1]["spec"]["template"]["spec"]["containers"][0])
+
+
+def operator_service_account() -> str:
+    """The ServiceAccount the chart's Deployment runs the operator as."""
+    return str(chart_release()[1]["spec"]["template"]["spec"]["serviceAccountName"])
+
+
+_rbac_installed: set[str] = set()
+
+
+def install_chart_rbac(cluster: ControlPlane) -> None:
+    """Apply the chart's RBAC (and its namespace) to ``cluster`` once, as admin."""
+    if cluster.server in _rbac_installed:
+        return
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": RELEASE_NAMESPACE}}
+    rbac, _ = chart_release()
+    cluster.kubectl("apply", "-f", "-",
+                    input="\n---\n".join(yaml.safe_dump(d) for d in (namespace, *rbac)))
+    _rbac_installed.add(cluster.server)
+
+
+def write_operator_kubeconfig(cluster: ControlPlane, path: Path) -> Path:
+    """A kubeconfig for the operator's ServiceAccount: a fresh TokenRequest token, the
+    cluster's server and CA, no client certificate."""
+    install_chart_rbac(cluster)
+    token = cluster.kubectl("create", "token", operator_service_account(),
+                            "-n", RELEASE_NAMESPACE, f"--duration={TOKEN_DURATION}"
+                            ).stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+    user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{operator_service_account()}"
+    config = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "stagecoach-test",
+                      "cluster": {"server": cluster.server,
+                                  "certificate-authority-data": ca}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "operator",
+                      "context": {"cluster": "stagecoach-test", "user": user}}],
+        "current-context": "operator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
 class Operator:
-    """A ``stagecoach operator`` subprocess for one namespace."""
+    """A ``stagecoach operator`` subprocess started as the chart's Deployment starts it
+    (its args, its plain env values), authenticated as the chart's operator
+    ServiceAccount. ``namespace`` is the test's namespace; the operator watches all."""
 
     def __init__(self, cluster: ControlPlane, namespace: str, log_dir: Path) -> None:
         self.cluster = cluster
@@ -51,13 +129,24 @@ class Operator:
     def log_path(self) -> Path:
         return self.log_dir / f"operator-{self.starts}.log"
 
+    @property
+    def kubeconfig(self) -> Path:
+        """The operator's own (ServiceAccount token) kubeconfig."""
+        return self.log_dir / "operator.kubeconfig"
+
     def start(self) -> None:
         self.starts += 1
-        env = dict(os.environ, KUBECONFIG=str(self.cluster.kubeconfig),
-                   PYTHONUNBUFFERED="1")
+        write_operator_kubeconfig(self.cluster, self.kubeconfig)
+        container = operator_container()
+        # The metrics port is left to the test (STAGECOACH_METRICS_PORT): a fixed 9090
+        # could clash on the host.
+        chart_env = {e["name"]: e["value"] for e in container.get("env", [])
+                     if "value" in e and e["name"] != "STAGECOACH_METRICS_PORT"}
+        env = {**chart_env, **os.environ, "KUBECONFIG": str(self.kubeconfig),
+               "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [STAGECOACH, "operator", "--namespace", self.namespace],
+                [STAGECOACH, *container["args"]],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
