@@ -34,7 +34,7 @@ from .actions import (
 )
 from .dag import Graph, build
 from .expressions import ExpressionError, evaluate_cel, render_template
-from .state import Instance, RunState, StageRun, Tokens, copy_state, initial_state
+from .state import TERMINAL, Instance, RunState, StageRun, Tokens, copy_state, initial_state
 
 __all__ = [
     "AttemptOutcome",
@@ -231,11 +231,11 @@ class _Planner:
         if st.failure and not any(self._active(self.st.stages[s.name])
                                   for s in self.p.stages):
             self.wind_down()
-        if all(st.stages[s.name].phase in {"Succeeded", "Failed", "Skipped"}
+        if all(st.stages[s.name].phase in TERMINAL
                for s in self.p.stages):
             while self.advance(self.p.finally_stages, regular=False):
                 pass
-            if all(st.stages[s.name].phase in {"Succeeded", "Failed", "Skipped"}
+            if all(st.stages[s.name].phase in TERMINAL
                    for s in self.p.finally_stages):
                 self.finish()
 
@@ -336,13 +336,13 @@ class _Planner:
         for name in order:
             stage = self.p.stage(name)
             run = self.st.stages[name]
-            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+            if run.phase in TERMINAL:
                 continue
             if not run.instances and run.phase in {"Pending"}:
                 if regular and self.st.failure:
                     continue
                 changed |= self.make_ready(stage, run)
-            if run.instances and run.phase not in {"Succeeded", "Failed", "Skipped"}:
+            if run.instances and run.phase not in TERMINAL:
                 changed |= self.admit(stage, run, regular)
                 changed |= self.settle(stage, run)
         return changed
@@ -526,7 +526,7 @@ class _Planner:
         reason = self.st.failure[0] if self.st.failure else "PipelineFailed"
         for s in self.p.stages:
             run = self.st.stages[s.name]
-            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+            if run.phase in TERMINAL:
                 continue
             if any(i.phase == "Failed" for i in run.instances):
                 failed = next(i for i in run.instances if i.phase == "Failed")
@@ -538,7 +538,7 @@ class _Planner:
     def cancel(self) -> None:
         for s in self.p.all_stages:
             run = self.st.stages[s.name]
-            if run.phase in {"Succeeded", "Failed", "Skipped"}:
+            if run.phase in TERMINAL:
                 continue
             stopped = False
             for inst in run.instances:

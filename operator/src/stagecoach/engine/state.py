@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 __all__ = [
-    "ACTIVE",
     "TERMINAL",
     "Instance",
     "RunState",
@@ -29,7 +28,7 @@ __all__ = [
 ]
 
 TERMINAL = frozenset({"Succeeded", "Failed", "Skipped"})
-ACTIVE = frozenset({"Running"})
+"""Stage phases a stage does not leave within its iteration."""
 
 
 @dataclass
