@@ -10,8 +10,10 @@ produce logs. This agent does what a kubelet would, minus images and isolation:
 * watches pods with `spec.nodeName=<node>` and runs each container's
   `command` + `args` as a host process inside its own mount namespace
   (`unshare --mount`), where volumes and the termination-message file are
-  bind-mounted at their mount paths. The image is never pulled; commands run
-  from this machine's environment;
+  bind-mounted at their mount paths, and the agent's pod directories are hidden
+  under an empty tmpfs (a container sees its own mounts, not another container's
+  token). The image is never pulled; commands run from this machine's environment,
+  as root: this is not a security boundary for anything outside the pod directories;
 * materialises configMap, secret, emptyDir, downwardAPI, hostPath and projected
   volumes (service-account tokens via the TokenRequest API, bound to the pod);
 * runs init containers in order, native sidecars (init containers with
@@ -469,6 +471,10 @@ class PodWorker:
             lines.append(f"mount --bind {q(str(src))} {q(dst)}")
             if ro:
                 lines.append(f"mount -o remount,bind,ro {q(dst)}")
+        # Hide every pod's volumes (other containers' tokens, Secrets) from this one:
+        # what it mounted stays visible at its mount paths, the sources do not.
+        lines.append(f"mount -t tmpfs -o size=64k,mode=0755 stagecoach-pods "
+                     f"{q(str(self.agent.root_dir / 'pods'))}")
         workdir = c.get("workingDir") or "/"
         lines.append(f"mkdir -p {q(workdir)} && cd {q(workdir)}")
         lines.append('exec "$@"')

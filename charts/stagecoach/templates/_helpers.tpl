@@ -33,31 +33,35 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* The operator's permissions, shared by the ClusterRole and the per-namespace Roles. */}}
+{{/* The operator's permissions, shared by the ClusterRole and the per-namespace Roles:
+exactly what it calls (kopf only watches; it never writes to our objects). */}}
 {{- define "stagecoach.operatorRules" -}}
 - apiGroups: [stagecoach.dev]
   resources: [agentpipelines, agentpipelinetemplates, modelproviders]
-  verbs: [get, list, watch, patch, update]
+  verbs: [get, list, watch]
 - apiGroups: [stagecoach.dev]
   resources: [agentpipelines/status, modelproviders/status]
-  verbs: [get, patch, update]
+  verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, watch, create, update, patch, delete]
-- apiGroups: ["", events.k8s.io]
+  verbs: [get, list, create, update]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end -}}
 
-{{/* What a stage pod's runner may do: read and write ConfigMaps of the store. */}}
+{{/* What a stage pod's runner may do: read ConfigMaps and update the ones the operator
+prepared for its attempt (no create, patch or delete). The stage-writes admission
+policy (stage-policy.yaml) narrows "update" to that pod's own objects. Keep equal to
+stagecoach.operator.policy.STAGE_RULES (a test checks). */}}
 {{- define "stagecoach.stageRules" -}}
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update, patch]
+  verbs: [get, list, update]
 {{- end -}}

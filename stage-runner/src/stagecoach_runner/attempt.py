@@ -158,7 +158,7 @@ async def _run(
         outcome = await run_agent(spec, variables, pool=pool, trace=trace, clock=clock, meter=meter)
         key = output_key(spec.stage.name, spec.iteration, spec.index)
         data = encode_output(
-            outcome.value,
+            pool.redactor.data(outcome.value),  # a model may echo a key it was sent
             "json" if outcome.format == "json" else "text",
             stage=spec.stage.name,
             iteration=spec.iteration,

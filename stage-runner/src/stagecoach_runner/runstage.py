@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,25 @@ async def run_command(
     return CommandResult(code, _tail(paths.stderr))
 
 
+def _read_output(path: Path) -> bytes | None:
+    """The output file's bytes (None when absent). The user's command is untrusted: a
+    symbolic link (say, to the collector's own ServiceAccount token), a FIFO or a
+    device is refused, never followed or read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AttemptError("MalformedOutput", f"{OUTPUT_ENV} is a symbolic link; "
+                               "write the output into the file itself") from None
+        raise AttemptError("MalformedOutput", f"cannot read {OUTPUT_ENV}: {e}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise AttemptError("MalformedOutput", f"{OUTPUT_ENV} is not a regular file")
+        return f.read()
+
+
 async def collect_output(
     spec: AttemptSpec,
     store: Store,
@@ -197,10 +218,7 @@ async def collect_output(
         how = f"killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
         detail = f"; stderr: {tail}" if tail else ""
         raise AttemptError("Error", f"command {run.command[0]!r} {how}{detail}")
-    try:
-        raw = await asyncio.to_thread(paths.output.read_bytes)
-    except FileNotFoundError:
-        raw = None
+    raw = await asyncio.to_thread(_read_output, paths.output)
     fmt = run.output.format if run.output else "text"
     text = raw.decode("utf-8", "replace") if raw is not None else None
     value: Any

@@ -168,3 +168,27 @@ async def test_split_steps_for_pod_containers(store: LocalStore, tmp_path: Path)
     assert ran.exit_code == 0
     key = await collect_output(spec, store, work, ran.exit_code)
     assert decode_output(await store.get(key)).value["greeting"] == "hej"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+async def test_the_collector_never_follows_what_the_command_left(
+        store: LocalStore, tmp_path: Path, kind: str) -> None:
+    """The user's command is untrusted: an output that is a symbolic link (here, to a
+    stand-in for the collector's own ServiceAccount token) or a FIFO is refused as
+    MalformedOutput, and nothing of the link's target is stored."""
+    from stagecoach_runner.errors import AttemptError
+
+    spec = _spec(tmp_path, ECHO)
+    work = tmp_path / "shared"
+    await prepare_input(spec, store, work)
+    secret = tmp_path / "token"
+    secret.write_text("eyJhbGciOi-secret-token")
+    if kind == "symlink":
+        (work / "output").symlink_to(secret)
+    else:
+        os.mkfifo(work / "output")
+    with pytest.raises(AttemptError) as err:
+        await collect_output(spec, store, work, 0)
+    assert err.value.error_class == "MalformedOutput"
+    assert "secret-token" not in err.value.message
+    assert f"outputs/{spec.stage.name}/1.json" not in await store.list("outputs/")

@@ -59,38 +59,55 @@ def test_operator_deployment_is_single_recreate_and_restricted() -> None:
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     c = pod["containers"][0]
-    assert c["args"] == ["operator", "--all-namespaces"]
+    assert c["args"] == ["operator", "--all-namespaces", "--no-manage-stage-policy"]
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert {p["httpGet"]["path"] for p in (c["livenessProbe"], c["readinessProbe"])} == {
         "/healthz", "/readyz"}
 
 
-def test_namespace_mode_grants_nothing_cluster_wide_beyond_crd_reads() -> None:
+def test_namespace_mode_grants_nothing_cluster_wide() -> None:
     docs = render({"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}})
-    [cluster_role] = by_kind(docs, "ClusterRole")
-    assert cluster_role["rules"] == [{"apiGroups": ["apiextensions.k8s.io"],
-                                      "resources": ["customresourcedefinitions"],
-                                      "verbs": ["get", "list", "watch"]}]
+    assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
     assert ("team-a", "sc-stagecoach") in roles and ("team-b", "sc-stagecoach") in roles
     assert ("team-a", "stagecoach-stage") in roles
     [dep] = by_kind(docs, "Deployment")
     assert dep["spec"]["template"]["spec"]["containers"][0]["args"] == [
-        "operator", "--namespace=team-a", "--namespace=team-b"]
+        "operator", "--namespace=team-a", "--namespace=team-b", "--no-manage-stage-rbac",
+        "--no-manage-stage-policy"]
 
 
-def test_stage_role_allows_only_configmaps_and_no_secrets() -> None:
+def test_stage_role_allows_only_reading_and_updating_configmaps() -> None:
+    from stagecoach.operator.policy import STAGE_RULES
+
     docs = render()
     stage_roles = [r for r in by_kind(docs, "Role") if r["metadata"]["name"] == "stagecoach-stage"]
     assert stage_roles
     for role in stage_roles:
-        assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
-                                  "verbs": ["get", "list", "create", "update", "patch"]}]
+        assert role["rules"] == STAGE_RULES == [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "update"]}]
+    for account in by_kind(docs, "ServiceAccount"):
+        if account["metadata"]["name"] == "stagecoach-stage":
+            assert account["automountServiceAccountToken"] is False
     for role in by_kind(docs, "ClusterRole") + by_kind(docs, "Role"):
         for rule in role["rules"]:
             assert "secrets" not in rule["resources"]
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+
+
+@pytest.mark.parametrize("account", ["stagecoach-stage", "runner"])
+def test_chart_stage_policy_is_the_operators(account: str) -> None:
+    """The chart's ValidatingAdmissionPolicy and binding are exactly what the operator
+    applies in non-Helm installs (one policy, two ways to install it)."""
+    from stagecoach.operator.policy import stage_policy
+
+    docs = render({"stage": {"serviceAccountName": account}})
+    chart = by_kind(docs, "ValidatingAdmissionPolicy") + by_kind(
+        docs, "ValidatingAdmissionPolicyBinding")
+    ours = stage_policy(account)
+    assert [(d["kind"], d["metadata"]["name"], d["spec"]) for d in chart] == [
+        (d["kind"], d["metadata"]["name"], d["spec"]) for d in ours]
 
 
 def test_values_schema_rejects_bad_values() -> None:

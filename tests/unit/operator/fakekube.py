@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from stagecoach.operator.kube import KubeError
 from stagecoach.store import Conflict
 
 
@@ -20,6 +21,8 @@ class FakeKube:
         self.events: list[tuple[str, str, str]] = []
         self.status_patches: list[dict[str, Any]] = []
         self.job_creates: list[str] = []
+        self.reject_jobs: dict[str, tuple[int, str]] = {}
+        """Job name → (HTTP status, message) the API server answers its create with."""
         self.requests = 0
         self.rv = 0
 
@@ -65,13 +68,23 @@ class FakeKube:
     async def create_job(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         key = (ns, body["metadata"]["name"])
         self.job_creates.append(key[1])
+        if key[1] in self.reject_jobs:
+            status, message = self.reject_jobs[key[1]]
+            raise KubeError(f"create job {key[1]}: HTTP {status}: {message}", status, message)
         if key in self.jobs:
             raise Conflict("exists")
-        self.jobs[key] = copy.deepcopy(body)
-        return body
+        obj = copy.deepcopy(body)
+        obj["metadata"]["uid"] = f"job-uid-{self._next()}"
+        self.jobs[key] = obj
+        return copy.deepcopy(obj)
 
-    async def delete_job(self, ns: str, name: str) -> None:
-        self.jobs.pop((ns, name), None)
+    async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.jobs.get((ns, name)))
+
+    async def delete_job(self, ns: str, name: str, uid: str | None = None) -> None:
+        job = self.jobs.get((ns, name))
+        if job is not None and (uid is None or job["metadata"].get("uid") == uid):
+            self.jobs.pop((ns, name), None)
 
     async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(p) for (n, _), p in self.pods.items()
@@ -122,7 +135,9 @@ class FakeKube:
                   "batch.kubernetes.io/job-name": name}
         self.pods[(ns, name + "-pod")] = {
             "metadata": {"name": name + "-pod", "labels": labels,
-                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+                         "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "ownerReferences": [{"kind": "Job", "name": name,
+                                              "uid": job["metadata"].get("uid")}]},
             "spec": {"containers": [{"name": container}]},
             "status": {"containerStatuses": [{"name": container, "state": {"terminated": {
                 "exitCode": exit_code, "message": termination}}}]},

@@ -18,6 +18,7 @@ from stagecoach.api import (
     RunSpec,
     SecretKeyRef,
     StageSpecBody,
+    StoreRef,
 )
 from stagecoach.operator.jobs import build_job, job_name, short_name, store_ref
 
@@ -37,7 +38,10 @@ def test_job_names_are_deterministic_and_short() -> None:
     assert job_name("report", "research", 1, 2) == "report-research-1-2"
     assert job_name("report", "scrape", 2, 1, 7) == "report-scrape-2-1-7"
     long = job_name("p" * 40, "s" * 40, 3, 1, 12)
-    assert len(long) <= 63 and long == job_name("p" * 40, "s" * 40, 3, 1, 12)
+    # 57: the Job controller's pod names are then always "<job>-<5 characters>", which
+    # the stage-writes policy relies on.
+    assert len(long) <= 57 and long == job_name("p" * 40, "s" * 40, 3, 1, 12)
+    assert len(job_name("p" * 30, "s" * 22, 1, 1)) <= 57
     assert long != job_name("p" * 40, "s" * 40, 3, 1, 13)
     assert short_name("Bad_Name") != "Bad_Name"
 
@@ -81,7 +85,7 @@ def test_replay_cassette_is_mounted_from_its_configmap() -> None:
     stage = StageSpecBody(name="qa", agent=AgentSpec(provider="replay", prompt="hi"))
     job = build_job(attempt(stage, {"replay": replay}), {"replay": replay})
     pod = job["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "cassette-0", "configMap": {"name": "demo-cassette"}}]
+    assert pod["volumes"][0] == {"name": "cassette-0", "configMap": {"name": "demo-cassette"}}
     (c,) = pod["containers"]
     mount = c["volumeMounts"][0]
     spec = AttemptSpec.from_json(c["env"][0]["value"])
@@ -107,8 +111,47 @@ def test_run_job_wraps_the_user_container() -> None:
     env = {e["name"]: e["value"] for e in main["env"]}
     assert env == {"STAGECOACH_INPUT": "/stagecoach/input.json",
                    "STAGECOACH_OUTPUT": "/stagecoach/output"}
-    assert pod["volumes"] == [{"name": "work", "emptyDir": {}}]
+    assert {"name": "work", "emptyDir": {}} in pod["volumes"]
     assert "activeDeadlineSeconds" not in job["spec"]
+
+
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _token_mounts(c: dict[str, Any]) -> list[str]:
+    return [m["name"] for m in c.get("volumeMounts", []) if m["mountPath"] == TOKEN_DIR]
+
+
+def test_only_stagecoach_containers_get_a_token() -> None:
+    """DESIGN §6: no automounted token; the user's container has no Kubernetes
+    credentials; the runner containers get a bound token only for the ConfigMap store."""
+    stage = StageSpecBody(name="scrape", run=RunSpec(image="acme/scraper:1", command=["s"]))
+    pod = build_job(attempt(stage, {}), {})["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    [volume] = [v for v in pod["volumes"] if "projected" in v]
+    sources = volume["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["expirationSeconds"] <= 3600
+    assert {"configMap", "downwardAPI"} <= {k for s in sources for k in s}
+    prepare, collect = pod["initContainers"]
+    (main,) = pod["containers"]
+    assert _token_mounts(prepare) == _token_mounts(collect) == [volume["name"]]
+    assert _token_mounts(main) == []
+    assert all(m["readOnly"] for c in (prepare, collect) for m in c["volumeMounts"]
+               if m["mountPath"] == TOKEN_DIR)
+    agent = StageSpecBody(name="draft", agent=AgentSpec(prompt="hi", provider="llm"))
+    llm = provider("llm", type="openai", base_url="http://x")
+    pod = build_job(attempt(agent, {"llm": llm}), {"llm": llm})["spec"]["template"]["spec"]
+    assert _token_mounts(pod["containers"][0]) == [volume["name"]]
+    s3 = attempt(stage, {}).model_copy(update={"store": StoreRef(type="s3", bucket="b")})
+    pod = build_job(s3, {})["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert not any("projected" in v for v in pod["volumes"])
+    for c in pod["initContainers"] + pod["containers"]:
+        assert _token_mounts(c) == []
+
+
+def test_pods_write_only_prepared_objects() -> None:
+    assert store_ref("ns", "report").prepared is True
 
 
 def test_extra_env_reaches_every_container() -> None:

@@ -142,3 +142,51 @@ async def test_a_second_writer_instance_continues_the_parts() -> None:
     await fresh.append_trace("operator", [{"ts": "t99"}])
     assert [e["ts"] for e in await fresh.read_trace()][-1] == "t99"
     assert len(await fresh.read_trace()) == 21
+
+
+async def test_prepared_objects_are_updated_in_place_never_created() -> None:
+    """A stage pod's store (prepared=True) only updates what the operator prepared for
+    its Job, keeping labels, annotations and owners exactly (the admission policy
+    rejects any other write)."""
+    from stagecoach.store import WRITER_LABEL, StoreError
+
+    client = FakeClient()
+    operator = ConfigMapStore(client, "ns", "p", "uid-1")
+    pod = ConfigMapStore(client, "ns", "p", "uid-1", prepared=True)
+    with pytest.raises(StoreError, match="not prepared"):
+        await pod.put("outputs/a/1.json", b"{}")
+    with pytest.raises(StoreError, match="not prepared"):
+        await pod.append_trace("runner-a-1-1", [{"ts": "t", "type": "X"}])
+    await operator.prepare(["outputs/a/1.json", "trace/runner-a-1-1.jsonl"], "p-a-1-1")
+    before = copy.deepcopy(client.objects[("ns", "p-a-1")]["metadata"])
+    assert before["labels"][WRITER_LABEL] == "p-a-1-1"
+    client.calls.clear()
+    await pod.put("outputs/a/1.json", b'{"x": 1}')
+    await pod.append_trace("runner-a-1-1", [{"ts": "t1", "type": "InputSnapshot"}])
+    await pod.append_trace("runner-a-1-1", [{"ts": "t2", "type": "OutputSnapshot"}])
+    assert "create" not in client.calls
+    after = client.objects[("ns", "p-a-1")]["metadata"]
+    for field in ("labels", "annotations", "ownerReferences"):
+        assert after[field] == before[field]
+    assert await operator.get("outputs/a/1.json") == b'{"x": 1}'
+    assert [e["type"] for e in await operator.read_trace()] == ["InputSnapshot",
+                                                                "OutputSnapshot"]
+    # The next attempt's Job takes the object over; its value stays until overwritten.
+    await operator.prepare(["outputs/a/1.json"], "p-a-1-2")
+    assert client.objects[("ns", "p-a-1")]["metadata"]["labels"][WRITER_LABEL] == "p-a-1-2"
+    assert await operator.get("outputs/a/1.json") == b'{"x": 1}'
+
+
+async def test_objects_of_an_earlier_pipeline_with_the_same_name_are_not_read() -> None:
+    client = FakeClient()
+    old = ConfigMapStore(client, "ns", "p", "uid-old")
+    await old.put("outputs/a/1.json", b"old")
+    await old.append_trace("operator", [{"ts": "t", "type": "PipelineStarted"}])
+    new = ConfigMapStore(client, "ns", "p", "uid-new")
+    with pytest.raises(NotFound):
+        await new.get("outputs/a/1.json")
+    assert await new.list("outputs/") == [] and await new.read_trace() == []
+    await new.prepare(["outputs/a/1.json"], "p-a-1-1")  # taken over, emptied
+    cm = client.objects[("ns", "p-a-1")]
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-new"
+    assert await new.get("outputs/a/1.json") == b""

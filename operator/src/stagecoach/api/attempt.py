@@ -129,6 +129,12 @@ class StoreRef(ApiModel):
     spill_threshold: int | None = Field(
         None, ge=0, description="With overflow: values larger than this many bytes spill."
     )
+    prepared: bool = Field(
+        False,
+        description="configmap: the operator created every object this attempt writes "
+        "(labelled stagecoach.dev/writer with the Job's name) and the runner only updates "
+        "them; a stage pod may not create ConfigMaps (DESIGN §6).",
+    )
 
 
 class AttemptSpec(ApiModel):

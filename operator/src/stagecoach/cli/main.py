@@ -62,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or $KUBECONFIG)")
     p.add_argument("--liveness", metavar="URL", help="kopf liveness endpoint, e.g. "
                    "http://0.0.0.0:8080/healthz")
+    p.add_argument("--manage-stage-rbac", action=argparse.BooleanOptionalAction,
+                   default=_env_flag("STAGECOACH_MANAGE_STAGE_RBAC", True),
+                   help="create the stage ServiceAccount, Role and RoleBinding in each "
+                   "namespace where a pipeline runs (default; the chart turns it off in "
+                   "namespace mode, where it installs them itself)")
+    p.add_argument("--manage-stage-policy", action=argparse.BooleanOptionalAction,
+                   default=_env_flag("STAGECOACH_MANAGE_STAGE_POLICY", True),
+                   help="apply the ValidatingAdmissionPolicy that limits what stage pods "
+                   "may write (default; the chart ships it and turns this off)")
 
     p = sub.add_parser("crds", help="print the generated CRDs")
     p.add_argument("--check", action="store_true", help="fail if crds/ is stale")
@@ -154,7 +163,15 @@ def _cmd_operator(args: argparse.Namespace) -> int:
                           service_account=os.environ["STAGECOACH_STAGE_SERVICE_ACCOUNT"])
     namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
     return run_operator(namespaces, args.all_namespaces, options, args.kubeconfig,
-                        args.liveness)
+                        args.liveness, manage_stage_rbac=args.manage_stage_rbac,
+                        manage_stage_policy=args.manage_stage_policy)
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

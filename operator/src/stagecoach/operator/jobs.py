@@ -20,9 +20,15 @@ Pod shapes:
   ``STAGECOACH_OUTPUT``, and a native sidecar ``collect`` (init container with
   ``restartPolicy: Always``) that stores the output when stopped.
 
-Security: the restricted Pod Security profile (non-root, no privilege escalation, all
-capabilities dropped, RuntimeDefault seccomp); the ``stagecoach-stage`` ServiceAccount,
-whose token is mounted because the runner uses the API for the ConfigMap store.
+Security (DESIGN §6): the restricted Pod Security profile (non-root, no privilege
+escalation, all capabilities dropped, RuntimeDefault seccomp) and the
+``stagecoach-stage`` ServiceAccount with ``automountServiceAccountToken: false``. Only
+Stagecoach's own containers get a token, through an explicit projected volume at the
+standard path, and only when the store is ConfigMaps (the runner then needs the API);
+the user's container never has Kubernetes credentials. Job names stay within 57
+characters, so the pod name the Job controller generates is always
+``<job>-<5 characters>`` (it truncates longer bases), which is what the stage-writes
+admission policy (:mod:`.policy`) matches against the writer label.
 """
 
 from __future__ import annotations
@@ -74,6 +80,12 @@ CASSETTE_DIR = "/var/run/stagecoach/cassettes"
 WORK_DIR = "/stagecoach"
 DEFAULT_IMAGE = f"ghcr.io/stagecoach-dev/stagecoach:{__version__}"
 STAGE_SERVICE_ACCOUNT = "stagecoach-stage"
+JOB_NAME_LIMIT = 57
+"""Longest Job name: the Job controller's pod names are ``<job>-<5 random>`` only up to
+here (``names.SimpleNameGenerator`` cuts bases past 58 characters)."""
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME = "stagecoach-api"
+TOKEN_SECONDS = 3600
 
 
 def _hash(text: str, n: int = 8) -> str:
@@ -97,9 +109,10 @@ def label_value(raw: str) -> str:
 
 def job_name(pipeline: str, stage: str, iteration: int, attempt: int,
              index: int | None = None) -> str:
-    """``<pipeline>-<stage>-<iteration>-<attempt>[-<index>]``, at most 63 characters."""
+    """``<pipeline>-<stage>-<iteration>-<attempt>[-<index>]``, at most 57 characters
+    (:data:`JOB_NAME_LIMIT`)."""
     suffix = "" if index is None else f"-{index}"
-    return short_name(f"{pipeline}-{stage}-{iteration}-{attempt}{suffix}")
+    return short_name(f"{pipeline}-{stage}-{iteration}-{attempt}{suffix}", JOB_NAME_LIMIT)
 
 
 def owner_reference(name: str, uid: str) -> dict[str, Any]:
@@ -114,8 +127,9 @@ def pipeline_selector(pipeline: str) -> str:
 
 
 def store_ref(namespace: str, pipeline: str) -> StoreRef:
-    """The ConfigMap store of a pipeline."""
-    return StoreRef(type="configmap", namespace=namespace, prefix=pipeline)
+    """The ConfigMap store of a pipeline, as its stage pods see it: ``prepared`` (they
+    update only the objects the operator created for their attempt)."""
+    return StoreRef(type="configmap", namespace=namespace, prefix=pipeline, prepared=True)
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,18 @@ def _resources(res: Resources | None) -> dict[str, Any]:
     return {"resources": out} if out else {}
 
 
+def _token_volume() -> dict[str, Any]:
+    """What the ServiceAccount admission plugin would mount, as an explicit volume that
+    only Stagecoach's containers mount: a bound token, the cluster CA, the namespace."""
+    return {"name": TOKEN_VOLUME, "projected": {"defaultMode": 0o444, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": TOKEN_SECONDS}},
+        {"configMap": {"name": "kube-root-ca.crt",
+                       "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+                                    "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}
+
+
 def _runner(name: str, options: JobOptions, args: list[str], env: list[dict[str, Any]],
             mounts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
@@ -231,20 +257,25 @@ def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
     if spec.agent is not None and spec.agent.provider:
         labels[PROVIDER_LABEL] = label_value(spec.agent.provider)
     spec, volumes, mounts = _cassettes(spec)
+    needs_api = spec.store.type == "configmap"
+    api_mounts = [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}] \
+        if needs_api else []
+    if needs_api:
+        volumes.append(_token_volume())
     plain_env = [{"name": k, "value": v} for k, v in sorted((extra_env or {}).items())]
     attempt_env = [{"name": ATTEMPT_ENV, "value": spec.to_json()}, *_store_env(store_secret),
                    *plain_env]
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": options.service_account,
-        "automountServiceAccountToken": True,
+        "automountServiceAccountToken": False,
         "securityContext": dict(_POD_SECURITY),
         "terminationGracePeriodSeconds": options.termination_grace_seconds,
         "enableServiceLinks": False,
     }
     if spec.agent is not None:
         container = _runner("runner", options, [], attempt_env + _api_key_env(spec, providers),
-                            mounts)
+                            mounts + api_mounts)
         container.update(_resources(resources))
         pod["containers"] = [container]
     else:
@@ -253,7 +284,8 @@ def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
         work = {"name": "work", "mountPath": WORK_DIR}
         volumes.append({"name": "work", "emptyDir": {}})
         dir_args = ["--dir", WORK_DIR]
-        collect = _runner("collect", options, ["collect", *dir_args], attempt_env, [work])
+        collect = _runner("collect", options, ["collect", *dir_args], attempt_env,
+                          [work, *api_mounts])
         collect["command"] = sidecar_command(list(options.runner_command), WORK_DIR)
         collect["restartPolicy"] = "Always"
         user_env: list[dict[str, Any]] = []
@@ -281,7 +313,8 @@ def build_job(spec: AttemptSpec, providers: Mapping[str, ModelProvider], *,
         if run.working_dir:
             main["workingDir"] = run.working_dir
         pod["initContainers"] = [
-            _runner("prepare", options, ["prepare", *dir_args], attempt_env, [work]),
+            _runner("prepare", options, ["prepare", *dir_args], attempt_env,
+                    [work, *api_mounts]),
             collect,
         ]
         pod["containers"] = [main]

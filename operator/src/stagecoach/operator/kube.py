@@ -32,16 +32,18 @@ _seq = itertools.count()
 class KubeError(StoreError):
     """An API call failed."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
+    def __init__(self, message: str, status: int = 0, api_message: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.api_message = api_message or message
+        """The API server's own message (``Status.message``)."""
 
 
 def _fail(status: int, data: Any, what: str) -> KubeError:
     msg = data.get("message") if isinstance(data, dict) else str(data)
     if status == 409:
         return Conflict(f"{what}: {msg}")  # type: ignore[return-value]
-    return KubeError(f"{what}: HTTP {status}: {msg}", status)
+    return KubeError(f"{what}: HTTP {status}: {msg}", status, str(msg))
 
 
 class Kube:
@@ -115,10 +117,22 @@ class Kube:
         return dict(await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body,
                                      what=f"create job {body['metadata']['name']}"))
 
-    async def delete_job(self, ns: str, name: str) -> None:
-        """Delete a Job and its pods (background propagation); gone already is fine."""
-        await self._call("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
-                         {"propagationPolicy": "Background"}, missing_ok=True)
+    async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
+        """A Job, or None."""
+        data = await self._call("GET", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                                missing_ok=True)
+        return dict(data) if data else None
+
+    async def delete_job(self, ns: str, name: str, uid: str | None = None) -> None:
+        """Delete a Job and its pods (background propagation); gone already is fine.
+        ``uid``: only that object (a precondition), not a newer one of the same name."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        # Conflict: the precondition failed, a different Job of that name: not ours.
+        with contextlib.suppress(Conflict):
+            await self._call("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
+                             body, missing_ok=True)
 
     async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         """Pods matching ``selector``."""
@@ -171,17 +185,21 @@ class Kube:
 
     # -- the stage ServiceAccount --------------------------------------------------------
     async def ensure_stage_rbac(self, ns: str, account: str) -> None:
-        """The stage ServiceAccount, its Role (ConfigMaps only) and RoleBinding."""
-        objects = [
+        """The stage ServiceAccount (no automounted token), its Role (read ConfigMaps,
+        update the ones prepared for an attempt: :data:`~.policy.STAGE_RULES`) and
+        RoleBinding. A Role left with other rules (an older version) is corrected."""
+        from .policy import STAGE_RULES
+
+        objects: list[tuple[str, str, dict[str, Any]]] = [
             ("/api/v1", "serviceaccounts", {
                 "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": {"name": account, "labels": {"app.kubernetes.io/managed-by":
-                                                         "stagecoach"}}}),
+                                                         "stagecoach"}},
+                "automountServiceAccountToken": False}),
             ("/apis/rbac.authorization.k8s.io/v1", "roles", {
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": account},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                           "verbs": ["get", "list", "create", "update", "patch"]}]}),
+                "rules": STAGE_RULES}),
             ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", {
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
                 "metadata": {"name": account},
@@ -195,3 +213,24 @@ class Kube:
             if got is None:
                 with contextlib.suppress(Conflict):
                     await self._call("POST", path, body)
+            elif plural == "roles" and got.get("rules") != body["rules"]:
+                await self._call("PATCH", f"{path}/{account}", {"rules": body["rules"]},
+                                 content_type=_MERGE)
+
+    # -- the stage-writes admission policy (cluster-scoped) ------------------------------
+    async def ensure_cluster_objects(self, objects: list[dict[str, Any]]) -> None:
+        """Create or update cluster-scoped admissionregistration objects (the stage
+        policy and its binding) so that they equal ``objects``' specs."""
+        for body in objects:
+            plural = {"ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+                      "ValidatingAdmissionPolicyBinding":
+                          "validatingadmissionpolicybindings"}[body["kind"]]
+            path = f"/apis/admissionregistration.k8s.io/v1/{plural}"
+            name = body["metadata"]["name"]
+            got = await self._call("GET", f"{path}/{name}", missing_ok=True)
+            if got is None:
+                with contextlib.suppress(Conflict):
+                    await self._call("POST", path, body)
+            elif got.get("spec") != body["spec"]:
+                await self._call("PATCH", f"{path}/{name}", {"spec": body["spec"]},
+                                 content_type=_MERGE)

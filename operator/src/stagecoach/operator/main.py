@@ -20,6 +20,7 @@ import kopf
 
 from .. import GROUP, VERSION, telemetry
 from ..api import Storage
+from ..store import StoreError
 from .jobs import MANAGED_BY, PROVIDER_LABEL, JobOptions
 from .kube import Kube
 from .metrics import Metrics, serve
@@ -43,11 +44,19 @@ class _Memo:
 
 def build_registry(options: JobOptions, kubeconfig: str | None = None,
                    metrics_port: int | None = None,
-                   storage: Storage | None = None) -> kopf.OperatorRegistry:
+                   storage: Storage | None = None, *, clusterwide: bool = True,
+                   manage_stage_rbac: bool = True,
+                   manage_stage_policy: bool = True) -> kopf.OperatorRegistry:
     """The kopf registry with Stagecoach's handlers. ``storage``: the default storage
     (``STAGECOACH_DEFAULT_STORAGE``). OpenTelemetry is on when
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: scheduling spans, the pipelines' root spans,
-    and ``TRACEPARENT`` plus the endpoint in every stage pod."""
+    and ``TRACEPARENT`` plus the endpoint in every stage pod.
+
+    Watching given namespaces (not ``clusterwide``) turns kopf's scanning off: it would
+    list namespaces and watch CRDs cluster-wide, which a namespace-mode install may not.
+    ``manage_stage_rbac``: create the stage ServiceAccount and Role where pipelines run.
+    ``manage_stage_policy``: apply the stage-writes admission policy (:mod:`.policy`) at
+    start; a refusal is logged as an error and the operator runs on (RBAC still holds)."""
     registry = kopf.OperatorRegistry()
     memo = _Memo()
     metrics = Metrics()
@@ -66,9 +75,19 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
+        settings.scanning.disabled = not clusterwide
         import os
 
         memo.kube = await Kube.connect(kubeconfig)
+        if manage_stage_policy:
+            from .policy import stage_policy
+
+            try:
+                await memo.kube.ensure_cluster_objects(stage_policy(options.service_account))
+            except StoreError as e:
+                log.error("cannot apply the stage-writes admission policy (stage pods are "
+                          "then limited by their Role only; install it with the chart or "
+                          "grant the operator validatingadmissionpolicies): %s", e)
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
         tracing = bool(endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) \
             and telemetry.configure()
@@ -76,6 +95,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         runtime = Runtime(lambda ns, name: reconciler.reconcile(ns, name),
                           observe=metrics.reconcile.observe)
         reconciler = Reconciler(memo.kube, slots, options=options, wake=runtime.wake,
+                                manage_stage_rbac=manage_stage_rbac,
                                 trigger=runtime.trigger, metrics=metrics,
                                 default_storage=storage, tracing=tracing,
                                 otlp_endpoint=endpoint)
@@ -146,7 +166,8 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
 
 
 def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOptions,
-                 kubeconfig: str | None = None, liveness: str | None = None) -> int:
+                 kubeconfig: str | None = None, liveness: str | None = None, *,
+                 manage_stage_rbac: bool = True, manage_stage_policy: bool = True) -> int:
     """Run until interrupted; returns the exit code. ``STAGECOACH_METRICS_PORT`` serves
     /metrics, /healthz and /readyz; ``STAGECOACH_LOG_LEVEL`` sets the log level."""
     import os
@@ -161,7 +182,9 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
     except ValueError as e:
         log.error("%s", e)
         return 2
-    registry = build_registry(options, kubeconfig, int(port) if port else None, storage)
+    registry = build_registry(options, kubeconfig, int(port) if port else None, storage,
+                              clusterwide=all_namespaces, manage_stage_rbac=manage_stage_rbac,
+                              manage_stage_policy=manage_stage_policy)
     asyncio.run(kopf.operator(registry=registry, clusterwide=all_namespaces,
                               namespaces=namespaces, standalone=True,
                               liveness_endpoint=liveness))

@@ -14,10 +14,30 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from stagecoach_runner.tracing import writer_id_for
 
-from ..api import AttemptResult, error_class_for_exit
+from ..api import AttemptResult, AttemptSpec, error_class_for_exit
+from ..store import output_key, replay_key, trace_key
 
-__all__ = ["job_finished", "job_result"]
+__all__ = ["job_finished", "job_result", "owned_by", "writer_keys"]
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """True when ``obj``'s owner references name ``uid`` (Jobs, pods and ConfigMaps of an
+    earlier pipeline with the same name are never adopted)."""
+    return any(o.get("uid") == uid
+               for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+
+
+def writer_keys(spec: AttemptSpec) -> list[str]:
+    """The store keys an attempt's pod writes: its output, its trace record and, per
+    replay provider, the cassette positions it consumed. The operator prepares exactly
+    these before the Job exists; the pod may write nothing else."""
+    writer = writer_id_for(spec)
+    keys = [output_key(spec.stage.name, spec.iteration, spec.index), trace_key(writer)]
+    keys += [replay_key(name, writer) for name, p in sorted(spec.providers.items())
+             if p.type == "replay"]
+    return keys
 
 
 def _condition(job: dict[str, Any], type_: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -76,10 +76,11 @@ from .jobs import (
     job_name,
     pipeline_selector,
 )
-from .kube import Kube
+from .kube import Kube, KubeError
 from .metrics import Metrics
-from .outcomes import job_finished, job_result
+from .outcomes import job_finished, job_result, owned_by, writer_keys
 from .record import RunRecord, parse_record, record_body, record_name
+from .rejections import rejected_attempt
 from .slots import ProviderSlots
 from .storage import run_storage
 
@@ -93,6 +94,8 @@ WRITER = "operator"
 OUTPUT_KEY = "output.txt"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
+STALE_RETRY = timedelta(seconds=1)
+"""How soon to try again after deleting an earlier pipeline's Job of the same name."""
 
 
 @dataclass
@@ -110,6 +113,12 @@ class _Run:
     is the run's store or its overflow): mounted into the stage pods as AWS_* env."""
     metrics_name: str = ""
     """The ``pipeline`` metrics label: the template's name, or the pipeline's."""
+    configmaps: ConfigMapStore | None = None
+    """The ConfigMap store behind ``store`` (None in a bucket): where the objects a
+    stage pod writes are prepared before its Job exists."""
+    rejected: dict[str, AttemptResult] = field(default_factory=dict)
+    """Attempts whose Job the API server refused for good, by Job name: they fail in
+    the next pass (:mod:`.rejections`)."""
 
 
 class Reconciler:
@@ -124,8 +133,12 @@ class Reconciler:
                  store_factory: Callable[[StoreRef], Store] | None = None,
                  default_storage: Storage | None = None,
                  tracing: bool = False,
-                 otlp_endpoint: str | None = None) -> None:
+                 otlp_endpoint: str | None = None,
+                 manage_stage_rbac: bool = True) -> None:
         self.kube = kube
+        self.manage_stage_rbac = manage_stage_rbac
+        """Create the stage ServiceAccount and Role in a namespace before its first Job
+        (off when the installer did: the chart in namespace mode)."""
         self.default_storage = default_storage
         """Storage of pipelines without ``spec.storage``; its bucket is also the overflow
         of ConfigMap stores (:mod:`.storage`)."""
@@ -195,6 +208,23 @@ class Reconciler:
         self.metrics.pipeline_phase((ns, name), "Invalid")
         log.info("pipeline %s/%s is invalid: %s", ns, name, message)
 
+    async def _fail_run(self, ns: str, body: dict[str, Any], reason: str,
+                        message: str) -> None:
+        """End a pipeline the operator can no longer run (its state cannot be saved):
+        phase Failed with ``reason`` and ``message`` in status and an Event; nothing
+        new starts (a Failed pipeline is never loaded again)."""
+        name = body["metadata"]["name"]
+        now = timestamp(self.clock())
+        status = {"phase": "Failed", "reason": reason, "message": message[:2000],
+                  "finishedAt": now, "observedGeneration": body["metadata"].get("generation"),
+                  "conditions": [{"type": "Succeeded", "status": "False", "reason": reason,
+                                  "message": message[:1000], "lastTransitionTime": now}]}
+        self.runs.pop((ns, name), None)
+        await self.kube.patch_pipeline_status(ns, name, status)
+        await self.kube.post_event(ns, body, "Warning", reason, message)
+        self.metrics.pipeline_phase((ns, name), "Failed")
+        log.error("pipeline %s/%s failed: %s", ns, name, message)
+
     def _resolve(self, record: RunRecord, ns: str) -> tuple[ResolvedPipeline, dict[str, Any]]:
         templates = {record.template.metadata.name: record.template} if record.template else {}
         resolved, problems = resolve_pipeline(record.pipeline, templates)
@@ -241,7 +271,8 @@ class Reconciler:
         await self._persist(ns, record)
         return self._make_run(ns, record)
 
-    def _store(self, ns: str, record: RunRecord) -> tuple[Store, StoreRef, str, str | None]:
+    def _store(self, ns: str, record: RunRecord
+               ) -> tuple[Store, StoreRef, str, str | None, ConfigMapStore | None]:
         """The run's output/trace store (:func:`.storage.run_storage`): a bucket, or
         ConfigMaps spilling to the default bucket when there is one (the operator uses
         its own AWS_* environment; pods get the credentialsSecret)."""
@@ -250,21 +281,21 @@ class Reconciler:
                                   self.default_storage)
         if ref.type == "s3":
             trace_ref = f"s3://{ref.bucket}/{ref.prefix.strip('/')}/{TRACE}"
-            return self.store_factory(ref), ref, trace_ref, secret
+            return self.store_factory(ref), ref, trace_ref, secret, None
         cms = ConfigMapStore(self.kube, ns, meta.name, meta.uid or "")
         store: Store = cms
         if ref.overflow is not None:
             threshold = (ref.spill_threshold if ref.spill_threshold is not None
                          else DEFAULT_SPILL_THRESHOLD)
             store = SpillStore(cms, self.store_factory(ref.overflow), threshold=threshold)
-        return store, ref, cms.trace_ref, secret
+        return store, ref, cms.trace_ref, secret, cms
 
     def _make_run(self, ns: str, record: RunRecord) -> _Run:
         resolved, resources = self._resolve(record, ns)
-        store, ref, trace_ref, secret = self._store(ns, record)
+        store, ref, trace_ref, secret, cms = self._store(ns, record)
         tref = record.pipeline.spec.template_ref
         name = tref.name if tref is not None else record.pipeline.metadata.name
-        return _Run(record, resolved, store, ref, trace_ref, resources, secret, name)
+        return _Run(record, resolved, store, ref, trace_ref, resources, secret, name, cms)
 
     async def _load_run(self, ns: str, body: dict[str, Any]) -> _Run | None:
         """The run from memory, or from ``<pipeline>-state``, or a new start."""
@@ -339,12 +370,15 @@ class Reconciler:
         await self._ensure_rbac(ns)
         providers = await self._providers(ns)
         jobs = {j["metadata"]["name"]: j
-                for j in await self.kube.list_jobs(ns, pipeline_selector(name))}
+                for j in await self.kube.list_jobs(ns, pipeline_selector(name))
+                if owned_by(j, run.resolved.uid)}
         pods: dict[str, list[dict[str, Any]]] = {}
         if any(job_finished(j) for j in jobs.values()):
+            job_uids = {j["metadata"].get("uid"): jn for jn, j in jobs.items()}
             for pod in await self.kube.list_pods(ns, pipeline_selector(name)):
-                labels = pod.get("metadata", {}).get("labels", {})
-                jn = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+                owners = pod.get("metadata", {}).get("ownerReferences") or []
+                jn = next((job_uids[o.get("uid")] for o in owners
+                           if o.get("uid") in job_uids), None)
                 if jn:
                     pods.setdefault(jn, []).append(pod)
         for job in jobs.values():
@@ -363,7 +397,16 @@ class Reconciler:
         events = await self._record(run, plan.actions, now)
         run.record.state = plan.state
         if changed:
-            await self._persist(ns, run.record)  # before any Job exists
+            try:
+                await self._persist(ns, run.record)  # before any Job exists
+            except KubeError as e:
+                if e.status not in (400, 413, 422):
+                    raise
+                size = len(json.dumps(record_body(run.record, ns), separators=(",", ":")))
+                await self._fail_run(ns, body, "StateTooLarge",
+                                     f"the API server refused the run state "
+                                     f"{record_name(name)} ({size} bytes): {e.api_message}")
+                return
         created = await self._schedule(ns, run, [*missing, *starts], providers)
         for stop in plan.stops():
             await self._stop(ns, run, stop)
@@ -407,6 +450,11 @@ class Reconciler:
                                      loop_from=stage_run.loop_from,
                                      loop_reason=stage_run.loop_reason)
                 job = jobs.get(jn)
+                if job is None and jn in run.rejected:
+                    if inst.provider:
+                        self._release_name(ns, inst.provider, jn)
+                    outcomes.append(outcome_from_result(start, run.rejected.pop(jn)))
+                    continue
                 if job is None:
                     if jn in run.record.jobs:
                         if inst.provider:
@@ -529,7 +577,7 @@ class Reconciler:
 
     # -- apply ---------------------------------------------------------------------------
     async def _ensure_rbac(self, ns: str) -> None:
-        if ns not in self._rbac:
+        if self.manage_stage_rbac and ns not in self._rbac:
             await self.kube.ensure_stage_rbac(ns, self.options.service_account)
             self._rbac.add(ns)
 
@@ -577,25 +625,48 @@ class Reconciler:
         ref = run.store_ref
         env = self._job_env(run)
 
-        async def create(start: StartAttempt) -> str:
+        key = (ns, run.resolved.name)
+
+        async def create(start: StartAttempt) -> str | None:
             spec = build_attempt(run.resolved, run.record.state, start, providers, ref)
             assert start.stage is not None
             job = build_job(spec, providers, options=self.options,
                             resources=run.resources.get(start.stage),
                             store_secret=run.store_secret, extra_env=env)
+            jn = str(job["metadata"]["name"])
+            if run.configmaps is not None:
+                await run.configmaps.prepare(writer_keys(spec), jn)
             try:
                 await self.kube.create_job(ns, job)
             except Conflict:
-                log.info("job %s already exists: adopted", job["metadata"]["name"])
-            return str(job["metadata"]["name"])
+                existing = await self.kube.get_job(ns, jn)
+                if existing is not None and not owned_by(existing, run.resolved.uid):
+                    # Left by an earlier pipeline of this name, still being collected:
+                    # never adopt it; delete it and create ours once it is gone.
+                    log.info("job %s belongs to an earlier pipeline %s: deleting it", jn,
+                             run.resolved.name)
+                    await self.kube.delete_job(ns, jn, existing["metadata"].get("uid"))
+                    self.wake(key, self.clock() + STALE_RETRY)
+                    return None
+                log.info("job %s already exists: adopted", jn)
+            except KubeError as e:
+                size = len(json.dumps(job, separators=(",", ":")))
+                result = rejected_attempt(e.status, e.api_message, jn, size)
+                if result is None:
+                    raise
+                log.warning("%s/%s: %s", ns, run.resolved.name, result.message)
+                run.rejected[jn] = result
+                self.trigger(key)
+                return None
+            return jn
 
         limit = asyncio.Semaphore(CREATE_CONCURRENCY)
 
-        async def bounded(start: StartAttempt) -> str:
+        async def bounded(start: StartAttempt) -> str | None:
             async with limit:
                 return await create(start)
 
-        names = list(await asyncio.gather(*(bounded(s) for s in starts)))
+        names = [n for n in await asyncio.gather(*(bounded(s) for s in starts)) if n]
         self.metrics.jobs_created.inc(len(names))
         return names
 

@@ -8,7 +8,7 @@ the stored form of an output (:mod:`.outputs`).
 """
 
 from ._protocol import NotFound, Store, StoreError, TooLarge
-from .configmap import SIZE_BUDGET, ConfigMapClient, ConfigMapStore, Conflict
+from .configmap import SIZE_BUDGET, WRITER_LABEL, ConfigMapClient, ConfigMapStore, Conflict
 from .factory import open_store, s3_store_ref
 from .keys import OUTPUTS, REPLAY, TRACE, output_key, parse_output_key, replay_key, trace_key
 from .local import LocalStore
@@ -22,6 +22,7 @@ __all__ = [
     "REPLAY",
     "SIZE_BUDGET",
     "TRACE",
+    "WRITER_LABEL",
     "ConfigMapClient",
     "ConfigMapStore",
     "Conflict",

@@ -21,6 +21,16 @@ the pipeline deletes everything. A value whose ConfigMap would exceed
 ``OutputTooLarge`` with the size. A trace record that fills its ConfigMap continues in
 a new part (``-p1``, ``-p2``...), so the trace itself never hits the limit.
 
+Stage pods are untrusted writers (DESIGN §6): they may not create ConfigMaps at all.
+Before a Job exists the operator :meth:`~ConfigMapStore.prepare` s every object the
+attempt will write (its output, its trace record, its cassette positions), labelled
+``stagecoach.dev/writer=<job name>``; the pod's store runs with ``prepared=True`` and
+only updates those objects' data, keeping their metadata byte for byte. The stage
+ServiceAccount's Role and the chart's ValidatingAdmissionPolicy
+(:mod:`stagecoach.operator.policy`) enforce that server-side. Every read checks the
+owner UID, so a pipeline re-created under the same name never reads the old run's
+objects while the garbage collector is still deleting them.
+
 The store talks to the API through :class:`ConfigMapClient`, a four-method seam:
 :class:`RestConfigMapClient` is the real one (``kubernetes_asyncio``; in-cluster
 ServiceAccount token in a pod, a kubeconfig elsewhere), tests use a fake, and the
@@ -33,6 +43,7 @@ import base64
 import builtins
 import hashlib
 import json
+import logging
 import os
 import re
 from typing import Any, Protocol
@@ -43,6 +54,7 @@ from .trace import encode_events, merge_trace, parse_events
 
 __all__ = [
     "SIZE_BUDGET",
+    "WRITER_LABEL",
     "ConfigMapClient",
     "ConfigMapStore",
     "Conflict",
@@ -56,9 +68,12 @@ SIZE_BUDGET = 1_000_000
 """Largest serialized ConfigMap (data + metadata) the store writes, in bytes."""
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
+WRITER_LABEL = "stagecoach.dev/writer"
+"""On an object a stage pod may update: the name of the Job whose pod that is."""
 KEY_ANNOTATION = "stagecoach.dev/key"
 PART_ANNOTATION = "stagecoach.dev/part"
 FULL_ANNOTATION = "stagecoach.dev/full"
+log = logging.getLogger("stagecoach.store")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _MAX_NAME = 253
 _MAX_LABEL = 63
@@ -136,8 +151,10 @@ class ConfigMapStore:
     def __init__(self, client: ConfigMapClient, namespace: str, pipeline: str,
                  uid: str = "", *, size_budget: int = SIZE_BUDGET,
                  api_version: str = "stagecoach.dev/v1alpha1",
-                 kind: str = "AgentPipeline") -> None:
+                 kind: str = "AgentPipeline", prepared: bool = False) -> None:
         self.client = client
+        self.prepared = prepared
+        """Update-only: every object written was created by :meth:`prepare` (pods)."""
         self.namespace = namespace
         self.pipeline = pipeline
         self.uid = uid
@@ -223,8 +240,60 @@ class ConfigMapStore:
             return base64.b64decode(cm["binaryData"][dk])
         return b""
 
+    def _ours(self, cm: dict[str, Any]) -> bool:
+        """Owned by this pipeline's UID (objects of an earlier pipeline of the same name
+        may still exist while the garbage collector deletes them)."""
+        if not self.uid:
+            return True
+        owners = cm.get("metadata", {}).get("ownerReferences") or []
+        return any(o.get("uid") == self.uid for o in owners)
+
     def _owned(self, cm: dict[str, Any], key: str) -> bool:
-        return (cm.get("metadata", {}).get("annotations") or {}).get(KEY_ANNOTATION) == key
+        ann = cm.get("metadata", {}).get("annotations") or {}
+        return ann.get(KEY_ANNOTATION) == key and self._ours(cm)
+
+    def _with_data(self, old: dict[str, Any], key: str, data: bytes) -> dict[str, Any]:
+        """``old`` with only its value replaced (metadata kept exactly: prepared mode)."""
+        meta = {k: v for k, v in old["metadata"].items() if k != "managedFields"}
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+        fresh = self._body(key, old["metadata"]["name"], data)
+        for field in ("data", "binaryData"):
+            if field in fresh:
+                body[field] = fresh[field]
+        return body
+
+    async def prepare(self, keys: builtins.list[str], writer: str) -> None:
+        """Create (or take over) the objects of ``keys`` for the pod of Job ``writer``:
+        labelled ``stagecoach.dev/writer=<writer>``, owned by the pipeline. An object
+        that an earlier attempt wrote keeps its value; one left by another pipeline of
+        the same name is overwritten empty (it is not ours to read)."""
+        for key in keys:
+            name = self.name_for(key)
+            body = self._body(key, name, b"")
+            body["metadata"]["labels"][WRITER_LABEL] = writer
+            for _ in range(5):
+                try:
+                    await self.client.create_configmap(self.namespace, body)
+                    break
+                except Conflict:
+                    pass
+                old = await self.client.get_configmap(self.namespace, name)
+                if old is None:
+                    continue
+                labels = old["metadata"].get("labels") or {}
+                if self._owned(old, key) and labels.get(WRITER_LABEL) == writer:
+                    break
+                new = self._with_data(old, key, self._value(old, key)) \
+                    if self._owned(old, key) else dict(body)
+                new["metadata"] = {**body["metadata"],
+                                   "resourceVersion": old["metadata"]["resourceVersion"]}
+                try:
+                    await self.client.replace_configmap(self.namespace, new)
+                    break
+                except Conflict:
+                    continue
+            else:
+                raise StoreError(f"cannot prepare ConfigMap {name}: it keeps changing")
 
     async def aclose(self) -> None:
         """Close the client's connections when it has any (the store is done)."""
@@ -234,10 +303,13 @@ class ConfigMapStore:
 
     # -- the Store protocol -----------------------------------------------------------
     async def put(self, key: str, data: bytes) -> None:
-        """Create or replace the key's ConfigMap."""
+        """Create or replace the key's ConfigMap (prepared mode: update its value)."""
         name = self.name_for(key)
         body = self._body(key, name, data)
         self._check_size(key, body)
+        if self.prepared:
+            await self._update_prepared(key, name, data)
+            return
         for _ in range(5):
             try:
                 await self.client.create_configmap(self.namespace, body)
@@ -251,6 +323,21 @@ class ConfigMapStore:
                 raise StoreError(f"ConfigMap {name} holds another key "
                                  f"({old['metadata'].get('annotations', {}).get(KEY_ANNOTATION)})")
             body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            try:
+                await self.client.replace_configmap(self.namespace, body)
+                return
+            except Conflict:
+                continue
+        raise StoreError(f"cannot write ConfigMap {name}: it keeps changing")
+
+    async def _update_prepared(self, key: str, name: str, data: bytes) -> None:
+        for _ in range(5):
+            old = await self.client.get_configmap(self.namespace, name)
+            if old is None or not self._owned(old, key):
+                raise StoreError(f"ConfigMap {name} was not prepared for this attempt "
+                                 "(a stage pod only updates what the operator created)")
+            body = self._with_data(old, key, data)
+            self._check_size(key, body)
             try:
                 await self.client.replace_configmap(self.namespace, body)
                 return
@@ -279,7 +366,7 @@ class ConfigMapStore:
         for cm in items:
             ann = cm.get("metadata", {}).get("annotations") or {}
             key = ann.get(KEY_ANNOTATION)
-            if key and key.startswith(prefix):
+            if key and key.startswith(prefix) and self._ours(cm):
                 out.append(cm)
         return out
 
@@ -307,6 +394,9 @@ class ConfigMapStore:
             return
         key = trace_key(writer_id)
         chunk = encode_events(events)
+        if self.prepared:
+            await self._append_prepared(writer_id, key, chunk)
+            return
         part = self._parts.get(writer_id, 0)
         cached = self._trace_cache.pop(writer_id, None)
         for _ in range(100):
@@ -345,6 +435,29 @@ class ConfigMapStore:
             except Conflict:
                 continue
             self._parts[writer_id] = part
+            self._remember(writer_id, written, body)
+            return
+        raise StoreError(f"cannot append to the trace record of {writer_id}")
+
+    async def _append_prepared(self, writer_id: str, key: str, chunk: bytes) -> None:
+        """Prepared mode: one record, updated in place; a record that would outgrow its
+        ConfigMap keeps what it has (a pod may not create the next part)."""
+        name = self.name_for(key)
+        cached = self._trace_cache.pop(writer_id, None)
+        for _ in range(20):
+            old = cached or await self.client.get_configmap(self.namespace, name)
+            cached = None
+            if old is None or not self._owned(old, key):
+                raise StoreError(f"trace record {name} was not prepared for this attempt")
+            body = self._with_data(old, key, self._value(old, key) + chunk)
+            if self._size(body) > self.size_budget:
+                log.warning("trace record %s is full; %d bytes of events dropped", name,
+                            len(chunk))
+                return
+            try:
+                written = await self.client.replace_configmap(self.namespace, body)
+            except Conflict:
+                continue
             self._remember(writer_id, written, body)
             return
         raise StoreError(f"cannot append to the trace record of {writer_id}")

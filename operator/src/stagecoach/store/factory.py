@@ -37,7 +37,7 @@ def _primary(ref: StoreRef, environ: Mapping[str, str] | None,
         if not name or not namespace:
             raise ValueError("a configmap store needs a namespace and a pipeline name (prefix)")
         return ConfigMapStore(LazyConfigMapClient(), namespace, name,
-                              pipeline.uid if pipeline else "")
+                              pipeline.uid if pipeline else "", prepared=ref.prepared)
     raise NotImplementedError(f"store type {ref.type!r} is not implemented")
 
 

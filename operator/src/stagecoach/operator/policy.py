@@ -1,0 +1,99 @@
+"""What a stage pod may write, enforced by the API server (DESIGN §6). Pure: no I/O.
+
+The stage ServiceAccount's Role (:data:`STAGE_RULES`) lets the runner read ConfigMaps
+and update them; it cannot create, patch or delete anything. The
+``ValidatingAdmissionPolicy`` of :func:`stage_policy` narrows "update" to the objects
+the operator prepared for that very pod (:meth:`~stagecoach.store.ConfigMapStore.prepare`):
+the old object's ``stagecoach.dev/writer`` label must be the pod's Job, read from the
+pod name that the API server put into the bound token's ``userInfo.extra`` (the Job
+controller names pods ``<job>-<5 characters>``; Job names stay within 57 characters so
+that always holds), and labels, annotations and owner references must stay as they
+were. So a stage pod can never touch the run state (``<pipeline>-state``), a cassette,
+another pipeline's or another attempt's objects, or anything unlabelled, whatever RBAC
+someone adds to the account later. The chart ships the same two objects
+(``templates/stage-policy.yaml``, kept equal by a test); outside Helm the operator
+applies them at start (``--manage-stage-policy``, the default).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..store.configmap import WRITER_LABEL
+
+__all__ = ["POLICY_NAME", "STAGE_RULES", "stage_policy"]
+
+POLICY_NAME = "stagecoach-stage-writes"
+STAGE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "update"]},
+]
+"""The stage Role: read upstream outputs and cassette positions, update prepared objects."""
+
+_POD = "authentication.kubernetes.io/pod-name"
+
+
+def _same(field: str) -> str:
+    return (f"has(object.metadata.{field}) == has(oldObject.metadata.{field}) && "
+            f"(!has(object.metadata.{field}) || "
+            f"object.metadata.{field} == oldObject.metadata.{field})")
+
+
+def stage_policy(service_account: str) -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding for stage pods running as
+    ``service_account`` (in any namespace)."""
+    labels = {"app.kubernetes.io/managed-by": "stagecoach"}
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": POLICY_NAME, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"],
+                "operations": ["CREATE", "UPDATE", "DELETE", "CONNECT"]}]},
+            "matchConditions": [{
+                "name": "stage-service-account",
+                "expression": "request.userInfo.username.startsWith('system:serviceaccount:')"
+                              f" && request.userInfo.username.endsWith(':{service_account}')",
+            }],
+            "variables": [
+                {"name": "pod",
+                 "expression": f"has(request.userInfo.extra) && '{_POD}' in "
+                               f"request.userInfo.extra ? request.userInfo.extra['{_POD}'][0]"
+                               " : ''"},
+                {"name": "writer",
+                 "expression": "request.operation == 'UPDATE' && oldObject != null && "
+                               "has(oldObject.metadata.labels) && "
+                               f"'{WRITER_LABEL}' in oldObject.metadata.labels ? "
+                               f"oldObject.metadata.labels['{WRITER_LABEL}'] : ''"},
+            ],
+            "validations": [
+                {"expression": "request.resource.group == '' && "
+                               "request.resource.resource == 'configmaps' && "
+                               "request.subResource == '' && request.operation == 'UPDATE'",
+                 "message": "a stage pod may only update the output and trace ConfigMaps "
+                            "the operator prepared for its attempt",
+                 "reason": "Forbidden"},
+                {"expression": "request.operation != 'UPDATE' || variables.writer != '' && "
+                               "variables.pod.startsWith(variables.writer + '-') && "
+                               "size(variables.pod) == size(variables.writer) + 6",
+                 "messageExpression": "'ConfigMap ' + oldObject.metadata.name + "
+                                      "' was not prepared for pod ' + (variables.pod == '' ? "
+                                      "'(a token not bound to a pod)' : variables.pod)",
+                 "reason": "Forbidden"},
+                {"expression": "request.operation != 'UPDATE' || oldObject == null || "
+                               + " && ".join(f"({_same(f)})" for f in
+                                             ("labels", "annotations", "ownerReferences")),
+                 "message": "a stage pod may change a ConfigMap's data, not its labels, "
+                            "annotations or owners",
+                 "reason": "Forbidden"},
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": POLICY_NAME, "labels": labels},
+        "spec": {"policyName": POLICY_NAME, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
