@@ -12,7 +12,7 @@ from stagecoach.operator.rejections import rejected_attempt
 from stagecoach.store import WRITER_LABEL
 
 from .fakekube import FakeKube
-from .test_reconciler import NS, agent_pipeline, setup, succeed
+from .test_reconciler import NS, agent_pipeline, setup
 
 
 def _labels(kube: FakeKube, name: str) -> dict[str, str]:
