@@ -9,8 +9,11 @@ its ServiceAccounts, (Cluster)Roles and (Cluster)RoleBindings are applied once p
 cluster (the Deployment and Service are not: the operator is a local process), and each
 start mints a TokenRequest token for the Deployment's ServiceAccount and hands the
 operator a kubeconfig with only that bearer token, started with the Deployment's args
-(``operator --all-namespaces``) and plain-value env. A 403 in its log is a chart bug or
-an operator bug, never a test artefact. The test code itself keeps the admin kubeconfig
+(``operator --all-namespaces``) and plain-value env. A 403, "forbidden" or a traceback
+in its log is a chart bug or an operator bug, never a test artefact: the ``operator``
+fixture fails the test (``@pytest.mark.operator_log_allows(text)`` exempts lines a test
+provokes on purpose, such as a quota refusal). The chart's stage-writes admission
+policy is installed with its RBAC. The test code itself keeps the admin kubeconfig
 (``kube_cluster.kubeconfig``). Stage pods run the real ``stagecoach-runner`` through the
 node agent.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,7 +43,9 @@ STAGECOACH = str(Path(sys.executable).parent / "stagecoach")
 CHART = REPO / "charts" / "stagecoach"
 RELEASE = "sc"
 RELEASE_NAMESPACE = "stagecoach-system"
-RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+              "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+BAD_LOG = re.compile(r"\b403\b|forbidden|Traceback|Not enough permissions", re.IGNORECASE)
 TOKEN_DURATION = "2h"
 
 
@@ -53,19 +59,32 @@ def crds(kube_cluster: ControlPlane) -> ControlPlane:
     return kube_cluster
 
 
-@functools.cache
-def chart_release() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
-    """The chart rendered with default values: (its RBAC documents, the Deployment)."""
-    rendered = helm.Chart.load(CHART).render({}, name=RELEASE, namespace=RELEASE_NAMESPACE,
+def render_chart(values: dict[str, Any], release: str = RELEASE
+                 ) -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """The chart rendered with ``values``: (its RBAC and policy documents, the Deployment)."""
+    rendered = helm.Chart.load(CHART).render(values, name=release, namespace=RELEASE_NAMESPACE,
                                              is_install=True)
     docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d]
     [deployment] = [d for d in docs if d["kind"] == "Deployment"]
     return tuple(d for d in docs if d["kind"] in RBAC_KINDS), deployment
 
 
-def operator_container() -> dict[str, Any]:
+@functools.cache
+def chart_release() -> tuple[tuple[dict[str, Any], ...], dict[str, Any]]:
+    """The chart rendered with default values (cluster mode)."""
+    return render_chart({})
+
+
+def operator_container(deployment: dict[str, Any] | None = None) -> dict[str, Any]:
     """The operator container of the chart's Deployment."""
-    return dict(chart_release()[1]["spec"]["template"]["spec"]["containers"][0])
+    dep = deployment or chart_release()[1]
+    return dict(dep["spec"]["template"]["spec"]["containers"][0])
+
+
+def bad_log_lines(log: str, allowed: tuple[str, ...] = ()) -> list[str]:
+    """Lines of an operator log that show a permission problem or a traceback."""
+    return [line for line in log.splitlines()
+            if BAD_LOG.search(line) and not any(a in line for a in allowed)]
 
 
 def operator_service_account() -> str:
@@ -88,29 +107,36 @@ def install_chart_rbac(cluster: ControlPlane) -> None:
     _rbac_installed.add(cluster.server)
 
 
-def write_operator_kubeconfig(cluster: ControlPlane, path: Path) -> Path:
-    """A kubeconfig for the operator's ServiceAccount: a fresh TokenRequest token, the
-    cluster's server and CA, no client certificate."""
-    install_chart_rbac(cluster)
-    token = cluster.kubectl("create", "token", operator_service_account(),
-                            "-n", RELEASE_NAMESPACE, f"--duration={TOKEN_DURATION}"
-                            ).stdout.strip()
+def token_kubeconfig(cluster: ControlPlane, path: Path, user: str, token: str) -> Path:
+    """A kubeconfig holding only ``token`` (no client certificate) for ``cluster``."""
     admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
     ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
-    user = f"system:serviceaccount:{RELEASE_NAMESPACE}:{operator_service_account()}"
     config = {
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "stagecoach-test",
                       "cluster": {"server": cluster.server,
                                   "certificate-authority-data": ca}}],
         "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": "operator",
-                      "context": {"cluster": "stagecoach-test", "user": user}}],
-        "current-context": "operator",
+        "contexts": [{"name": "ctx", "context": {"cluster": "stagecoach-test", "user": user}}],
+        "current-context": "ctx",
     }
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return path
+
+
+def write_operator_kubeconfig(cluster: ControlPlane, path: Path,
+                              deployment: dict[str, Any] | None = None) -> Path:
+    """A kubeconfig for the operator's ServiceAccount (of ``deployment``, default: the
+    default chart's): a fresh TokenRequest token, the cluster's server and CA."""
+    if deployment is None:
+        install_chart_rbac(cluster)
+    account = str((deployment or chart_release()[1])["spec"]["template"]["spec"]
+                  ["serviceAccountName"])
+    token = cluster.kubectl("create", "token", account, "-n", RELEASE_NAMESPACE,
+                            f"--duration={TOKEN_DURATION}").stdout.strip()
+    return token_kubeconfig(cluster, path, f"system:serviceaccount:{RELEASE_NAMESPACE}:"
+                            f"{account}", token)
 
 
 class Operator:
@@ -118,10 +144,13 @@ class Operator:
     (its args, its plain env values), authenticated as the chart's operator
     ServiceAccount. ``namespace`` is the test's namespace; the operator watches all."""
 
-    def __init__(self, cluster: ControlPlane, namespace: str, log_dir: Path) -> None:
+    def __init__(self, cluster: ControlPlane, namespace: str, log_dir: Path,
+                 deployment: dict[str, Any] | None = None) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_dir = log_dir
+        self.deployment = deployment
+        """The chart's Deployment to start as (default: the default values' one)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -136,8 +165,8 @@ class Operator:
 
     def start(self) -> None:
         self.starts += 1
-        write_operator_kubeconfig(self.cluster, self.kubeconfig)
-        container = operator_container()
+        write_operator_kubeconfig(self.cluster, self.kubeconfig, self.deployment)
+        container = operator_container(self.deployment)
         # The metrics port is left to the test (STAGECOACH_METRICS_PORT): a fixed 9090
         # could clash on the host.
         chart_env = {e["name"]: e["value"] for e in container.get("env", [])
@@ -165,8 +194,18 @@ class Operator:
                          if (self.log_dir / f"operator-{i}.log").exists())
 
 
+def check_operator_log(op: Operator, request: pytest.FixtureRequest) -> None:
+    """Fail the test when the operator logged a 403, "forbidden" or a traceback."""
+    allowed = tuple(m.args[0] for m in request.node.iter_markers("operator_log_allows"))
+    bad = bad_log_lines(op.logs(), allowed)
+    if bad:
+        pytest.fail("the operator's log shows permission problems or tracebacks:\n"
+                    + "\n".join(bad[:20]), pytrace=False)
+
+
 @pytest.fixture
-def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Operator]:
+def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path,
+             request: pytest.FixtureRequest) -> Iterator[Operator]:
     op = Operator(crds, kube_namespace, tmp_path)
     op.start()
     try:
@@ -175,6 +214,7 @@ def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterato
         op.kill(signal.SIGTERM)
         if os.environ.get("STAGECOACH_SHOW_OPERATOR_LOG"):
             print(op.logs())
+    check_operator_log(op, request)
 
 
 class Kubectl:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from .pipeline import DNS_LABEL
 from .provider import Cassette
+from .quantity import QUANTITY
 from .resources import KINDS, AgentPipeline, AgentPipelineTemplate, ModelProvider
 
 __all__ = [
@@ -164,6 +165,13 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
     return sorted({(i.alias or n) for m in current for n, i in m.model_fields.items()})
 
 
+_PATTERN_REASONS = {
+    QUANTITY: "is not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi, 64Mi; never negative)",
+    r"^\S(.*\S)?$": "must not be empty or start or end with whitespace",
+    r"^[ -<>-~]+$": "is not a valid environment variable name (printable ASCII, no '=')",
+}
+
+
 def _reason(err: Any, model: type[BaseModel]) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
@@ -182,6 +190,9 @@ def _reason(err: Any, model: type[BaseModel]) -> str:
         if pattern == DNS_LABEL:
             return (f"{got} is not a DNS label: use lowercase letters, digits and '-', "
                     "starting and ending with a letter or digit")
+        known = _PATTERN_REASONS.get(pattern)
+        if known:
+            return f"{got} {known}"
         return f"{got} does not match the pattern {pattern}"
     msg = str(err["msg"])
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")

@@ -11,12 +11,13 @@ No side effects.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
 from ._base import ApiModel, Duration
 from .meta import ObjectMeta
+from .quantity import QUANTITY, RESOURCE_NAME, resource_problems
 
 __all__ = [
     "DNS_LABEL",
@@ -136,10 +137,19 @@ class SecretKeyRef(ApiModel):
     key: str = Field(description="Key within the Secret.")
 
 
+_ENV_SOURCES = {"fieldRef": ("fieldPath",), "resourceFieldRef": ("resource",),
+                "configMapKeyRef": ("name", "key"), "secretKeyRef": ("name", "key")}
+
+
 class EnvVar(ApiModel):
     """An environment variable for a run stage's container."""
 
-    name: str = Field(description="Variable name.")
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [{
+        "rule": "!(has(self.value) && has(self.valueFrom))",
+        "message": "an environment variable has value or valueFrom, not both"}]}}
+
+    name: str = Field(min_length=1, max_length=4096, pattern=r"^[ -<>-~]+$",
+                      description="Variable name (printable ASCII, no '=').")
     value: str | None = Field(None, description="Literal value.")
     value_from: dict[str, Any] | None = Field(
         None,
@@ -147,12 +157,30 @@ class EnvVar(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("an environment variable has value or valueFrom, not both")
+        if self.value_from is not None:
+            kinds = [k for k in self.value_from if k in _ENV_SOURCES]
+            unknown = sorted(set(self.value_from) - set(_ENV_SOURCES))
+            if unknown or len(kinds) != 1:
+                raise ValueError("valueFrom needs exactly one of " + ", ".join(_ENV_SOURCES)
+                                 + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+            ref = self.value_from[kinds[0]]
+            missing = [f for f in _ENV_SOURCES[kinds[0]]
+                       if not isinstance(ref, dict) or not ref.get(f)]
+            if missing:
+                raise ValueError(f"valueFrom.{kinds[0]} needs {' and '.join(missing)}")
+        return self
+
 
 class RunSpec(ApiModel):
     """A container (a subprocess in local mode) that reads STAGECOACH_INPUT and writes
     STAGECOACH_OUTPUT."""
 
-    image: str = Field(description="Container image (not used in local mode).")
+    image: str = Field(min_length=1, pattern=r"^\S(.*\S)?$",
+                       description="Container image (not used in local mode).")
     command: list[str] = Field(min_length=1, description="Command to execute.")
     args: list[str] = Field(default_factory=list, description="Arguments after the command.")
     env: list[EnvVar] = Field(default_factory=list, description="Extra environment variables.")
@@ -195,11 +223,42 @@ class RetryPolicy(ApiModel):
     )
 
 
-class Resources(ApiModel):
-    """Compute resources for the stage's pod (Kubernetes quantities)."""
+Quantity = Annotated[str, Field(pattern=QUANTITY)]
 
-    requests: dict[str, str] = Field(default_factory=dict, description="Resource requests.")
-    limits: dict[str, str] = Field(default_factory=dict, description="Resource limits.")
+_REQUESTS_LE_LIMITS: dict[str, JsonValue] = {
+    "rule": "!has(self.limits) || !has(self.requests) || self.limits.all(k, "
+            "!(k in self.requests) || !isQuantity(self.requests[k]) || "
+            "!isQuantity(self.limits[k]) || "
+            "quantity(self.requests[k]).compareTo(quantity(self.limits[k])) <= 0)",
+    "message": "a resource request may not be more than its limit",
+}
+_NAMES: dict[str, JsonValue] = {
+    "rule": f"self.all(k, k.matches('{RESOURCE_NAME}'))",
+    "message": "resource names are cpu, memory, ephemeral-storage, hugepages-<size> or "
+               "<domain>/<name>",
+}
+
+
+class Resources(ApiModel):
+    """Compute resources for the stage's pod (Kubernetes quantities: ``500m``, ``2``,
+    ``1.5Gi``), checked as the API server checks a pod's."""
+
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [_REQUESTS_LE_LIMITS]}}
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Resource requests.",
+        json_schema_extra={"x-kubernetes-validations": [_NAMES]})
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, max_length=16, description="Resource limits.",
+        json_schema_extra={"x-kubernetes-validations": [_NAMES]})
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> Resources:
+        problems = [p for p in resource_problems(self.requests, self.limits)
+                    if "quantity" not in p]  # bad quantities: the field pattern says so
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 _EXACTLY_ONE: dict[str, JsonValue] = {

@@ -27,7 +27,7 @@ def rejected_attempt(status: int, message: str, job: str, size: int) -> AttemptR
         return AttemptResult.failed(
             "InvalidInput", f"the API server refused Job {job} as too large ({size} bytes "
             f"of JSON; the stage's input, item or prompt is too big): {message}")
-    if status == 403 and "exceeded quota" in lower:
+    if status == 403 and ("exceeded quota" in lower or "for quota" in lower):
         return AttemptResult.failed(
             "Error", f"the namespace quota refused Job {job}: {message}")
     if status in (400, 403, 404, 422):
