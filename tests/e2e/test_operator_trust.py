@@ -243,7 +243,7 @@ class _EchoKey(http.server.BaseHTTPRequestHandler):
     """An OpenAI-compatible server that answers with the API key it was sent: a model
     answer is untrusted, and this one tries to leak the secret."""
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         answer = f"the key I was given: {self.headers.get('Authorization')}"
         body = json.dumps({"id": "x", "object": "chat.completion", "model": "echo",
