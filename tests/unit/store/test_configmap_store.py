@@ -190,3 +190,15 @@ async def test_objects_of_an_earlier_pipeline_with_the_same_name_are_not_read() 
     cm = client.objects[("ns", "p-a-1")]
     assert cm["metadata"]["ownerReferences"][0]["uid"] == "uid-new"
     assert await new.get("outputs/a/1.json") == b""
+
+
+async def test_a_trace_record_of_an_earlier_pipeline_is_taken_over_empty() -> None:
+    client = FakeClient()
+    old = ConfigMapStore(client, "ns", "p", "uid-old")
+    await old.append_trace("operator", [{"ts": "1", "type": "PipelineStarted"}])
+    await old.put("outputs/a/1.json", b"old")
+    new = ConfigMapStore(client, "ns", "p", "uid-new")
+    await new.append_trace("operator", [{"ts": "2", "type": "PipelineStarted"}])
+    await new.put("outputs/a/1.json", b"new")
+    assert [e["ts"] for e in await new.read_trace()] == ["2"]
+    assert await new.get("outputs/a/1.json") == b"new"

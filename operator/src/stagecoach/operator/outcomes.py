@@ -112,14 +112,15 @@ def job_result(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptResult
     if "runner" in spec_names:
         term = _terminated(pod, "runner")
         return _from_runner(term, duration, failed)
+    prep = _terminated(pod, "prepare")
+    if prep is not None and prep.get("exitCode"):
+        # The input was never written: whatever the kubelet says of main after that.
+        result = _parse(prep.get("message"))
+        return result or AttemptResult.failed(
+            error_class_for_exit(int(prep["exitCode"])) or "Error",
+            f"preparing the input failed (exit {prep['exitCode']})", duration_ms=duration)
     main = _terminated(pod, "main")
     if main is None:
-        prep = _terminated(pod, "prepare")
-        if prep is not None and prep.get("exitCode"):
-            result = _parse(prep.get("message"))
-            return result or AttemptResult.failed(
-                error_class_for_exit(int(prep["exitCode"])) or "Error",
-                f"preparing the input failed (exit {prep['exitCode']})", duration_ms=duration)
         reason = (pod.get("status") or {}).get("reason") or (failed or {}).get("reason")
         msg = (pod.get("status") or {}).get("message") or (failed or {}).get("message")
         return AttemptResult.failed("Error", f"the command never ran: {reason}: {msg}",

@@ -319,7 +319,7 @@ class ConfigMapStore:
             old = await self.client.get_configmap(self.namespace, name)
             if old is None:
                 continue
-            if not self._owned(old, key):
+            if (old["metadata"].get("annotations") or {}).get(KEY_ANNOTATION) != key:
                 raise StoreError(f"ConfigMap {name} holds another key "
                                  f"({old['metadata'].get('annotations', {}).get(KEY_ANNOTATION)})")
             body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
@@ -415,10 +415,12 @@ class ConfigMapStore:
                 self._remember(writer_id, written, body)
                 return
             ann = old["metadata"].get("annotations") or {}
-            if ann.get(FULL_ANNOTATION) == "true":
+            ours = self._ours(old)
+            if ours and ann.get(FULL_ANNOTATION) == "true":
                 part += 1
                 continue
-            data = self._value(old, key) + chunk
+            # A record left by an earlier pipeline of the same name is taken over, empty.
+            data = (self._value(old, key) if ours else b"") + chunk
             body = self._body(key, name, data, part, old["metadata"]["resourceVersion"])
             if self._size(body) > self.size_budget:
                 # Close this part (keep its data) and continue in the next one.
