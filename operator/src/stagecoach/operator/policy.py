@@ -70,7 +70,8 @@ def stage_policy(service_account: str) -> list[dict[str, Any]]:
             "validations": [
                 {"expression": "request.resource.group == '' && "
                                "request.resource.resource == 'configmaps' && "
-                               "(!has(request.subResource) || request.subResource == '') && request.operation == 'UPDATE'",
+                               "(!has(request.subResource) || request.subResource == '') && "
+                               "request.operation == 'UPDATE'",
                  "message": "a stage pod may only update the output and trace ConfigMaps "
                             "the operator prepared for its attempt",
                  "reason": "Forbidden"},
