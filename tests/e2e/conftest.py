@@ -164,6 +164,8 @@ class Operator:
         return self.log_dir / "operator.kubeconfig"
 
     def start(self) -> None:
+        if self not in _operators:
+            _operators.append(self)
         self.starts += 1
         write_operator_kubeconfig(self.cluster, self.kubeconfig, self.deployment)
         container = operator_container(self.deployment)
@@ -194,18 +196,25 @@ class Operator:
                          if (self.log_dir / f"operator-{i}.log").exists())
 
 
-def check_operator_log(op: Operator, request: pytest.FixtureRequest) -> None:
-    """Fail the test when the operator logged a 403, "forbidden" or a traceback."""
+_operators: list[Operator] = []
+"""Every operator a test started (fixture or not): their logs are checked after it."""
+
+
+@pytest.fixture(autouse=True)
+def operator_logs_are_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test when any operator it ran logged a 403, "forbidden" or a traceback."""
+    _operators.clear()
+    yield
     allowed = tuple(m.args[0] for m in request.node.iter_markers("operator_log_allows"))
-    bad = bad_log_lines(op.logs(), allowed)
+    bad = [line for op in _operators for line in bad_log_lines(op.logs(), allowed)]
+    _operators.clear()
     if bad:
         pytest.fail("the operator's log shows permission problems or tracebacks:\n"
                     + "\n".join(bad[:20]), pytrace=False)
 
 
 @pytest.fixture
-def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path,
-             request: pytest.FixtureRequest) -> Iterator[Operator]:
+def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path) -> Iterator[Operator]:
     op = Operator(crds, kube_namespace, tmp_path)
     op.start()
     try:
@@ -214,7 +223,6 @@ def operator(crds: ControlPlane, kube_namespace: str, tmp_path: Path,
         op.kill(signal.SIGTERM)
         if os.environ.get("STAGECOACH_SHOW_OPERATOR_LOG"):
             print(op.logs())
-    check_operator_log(op, request)
 
 
 class Kubectl:

@@ -43,7 +43,7 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
     assert operator.proc is not None and operator.proc.poll() is None
     pid = operator.proc.pid
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert argv[-3:] == [b"operator", b"--all-namespaces", b""]
+    assert argv[-4:] == [b"operator", b"--all-namespaces", b"--no-manage-stage-policy", b""]
     environ = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes()
                    .split(b"\0") if b"=" in e)
     assert environ[b"KUBECONFIG"] == kc.encode()
@@ -59,7 +59,8 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
     granted = [("create", "jobs", "-n", kube_namespace),
                ("delete", "jobs", "-n", kube_namespace),
                ("watch", "jobs", "--all-namespaces"),
-               ("patch", "agentpipelines.stagecoach.dev/status", "-n", kube_namespace),
+               ("patch", "agentpipelines.stagecoach.dev", "--subresource=status", "-n",
+                kube_namespace),
                ("watch", "agentpipelines.stagecoach.dev", "--all-namespaces"),
                ("update", "configmaps", "-n", kube_namespace),
                ("create", "serviceaccounts", "-n", kube_namespace),
@@ -70,6 +71,10 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
               ("list", "secrets", "--all-namespaces"),
               ("create", "pods", "-n", kube_namespace),
               ("delete", "agentpipelines.stagecoach.dev", "-n", kube_namespace),
+              ("patch", "agentpipelines.stagecoach.dev", "-n", kube_namespace),
+              ("delete", "configmaps", "-n", kube_namespace),
+              ("list", "namespaces"),
+              ("create", "validatingadmissionpolicies.admissionregistration.k8s.io"),
               ("delete", "namespaces", "--all-namespaces"),
               ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
               ("escalate", "roles.rbac.authorization.k8s.io", "-n", kube_namespace),

@@ -333,3 +333,14 @@ def test_waiting_stage_status_carries_the_retry_reason_and_message() -> None:
     [stage] = to_status(p, again.state).stages
     assert (stage.phase, stage.reason, stage.message) == ("Waiting", "Error", "boom")
     assert stage.next_attempt_at is not None
+
+
+def test_dumped_state_holds_no_final_output_payload() -> None:
+    """The final output can be as large as any output: the persisted state only says
+    that there is one (a 2 MiB assembly once made <pipeline>-state too large)."""
+    from stagecoach.engine import RunState, dump_state
+
+    state = RunState(stages={}, final_output="x" * 2_000_000)
+    assert dump_state(state)["final_output"] == ""
+    assert dump_state(state, with_outputs=True)["final_output"] == state.final_output
+    assert dump_state(RunState(stages={}))["final_output"] is None

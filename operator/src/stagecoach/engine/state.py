@@ -141,7 +141,8 @@ def _dt(value: str | None) -> datetime | None:
 
 def dump_state(state: RunState, *, with_outputs: bool = False) -> dict[str, Any]:
     """JSON-ready form of the state. Outputs (payloads) are left out unless asked for:
-    shells persist references and reload values from the store with :func:`load_state`."""
+    shells persist references and reload values from the store with :func:`load_state`.
+    The final output, a payload as well, is kept only as "there is one" (``""``)."""
 
     def inst(i: Instance) -> dict[str, Any]:
         d = asdict(i)
@@ -163,6 +164,8 @@ def dump_state(state: RunState, *, with_outputs: bool = False) -> dict[str, Any]
     out["stages"] = stages
     out["started_at"], out["finished_at"] = _ts(state.started_at), _ts(state.finished_at)
     out["failure"] = list(state.failure) if state.failure else None
+    if not with_outputs and state.final_output is not None:
+        out["final_output"] = ""  # a payload too (the shells store it): "there is one"
     return out
 
 
