@@ -21,9 +21,10 @@ RESOURCE_NAME = (r"^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z.]+|"
                  r"/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
 """Standard resources, hugepages, or an extended resource ``domain/name``."""
 
-_SUFFIX = {"": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
-           "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_SUFFIX: dict[str, int | Decimal] = {
+    "": 1, "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"),
+    "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _SPLIT = re.compile(r"^\+?([0-9.]+)([eE][+-]?[0-9.]+|[KMGTPE]i|[numkMGTPE])?$")
 
 
