@@ -15,7 +15,9 @@
 CLUSTER_SAVED_GOAL := $(.DEFAULT_GOAL)
 CLUSTER_REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 CLUSTER_STATE ?= $(CLUSTER_REPO)/.cluster
-CLUSTER_PYTHON ?= $(if $(wildcard $(CLUSTER_REPO)/.venv/bin/python),$(CLUSTER_REPO)/.venv/bin/python,python3)
+# The harness needs the project's environment (cryptography, PyYAML): cluster-up
+# installs it first (the including Makefile's $(STAMP)), never the system python.
+CLUSTER_PYTHON ?= $(CLUSTER_REPO)/.venv/bin/python
 CLUSTER_UP_TIMEOUT ?= 180
 
 .PHONY: cluster-bins kubectl cluster-up cluster-down
@@ -28,7 +30,7 @@ cluster-bins:
 kubectl: cluster-bins
 	@echo "$$(bash $(CLUSTER_REPO)/hack/cluster/build.sh --bin-dir)/kubectl"
 
-cluster-up: cluster-bins
+cluster-up: cluster-bins $(STAMP)
 	@mkdir -p $(CLUSTER_STATE)
 	@if [ -f $(CLUSTER_STATE)/supervisor.pid ] && kill -0 $$(cat $(CLUSTER_STATE)/supervisor.pid) 2>/dev/null; then \
 	  echo "cluster already running (pid $$(cat $(CLUSTER_STATE)/supervisor.pid))"; \
@@ -36,9 +38,12 @@ cluster-up: cluster-bins
 	  rm -f $(CLUSTER_STATE)/ready $(CLUSTER_STATE)/failed; \
 	  cd $(CLUSTER_REPO) && nohup setsid $(CLUSTER_PYTHON) -m tests.cluster.controlplane up \
 	    --state-dir $(CLUSTER_STATE) > $(CLUSTER_STATE)/supervisor.log 2>&1 < /dev/null & \
+	  sup=$$!; \
 	  for i in $$(seq $$(( $(CLUSTER_UP_TIMEOUT) * 5 ))); do \
 	    [ -f $(CLUSTER_STATE)/ready ] && break; \
 	    if [ -f $(CLUSTER_STATE)/failed ]; then cat $(CLUSTER_STATE)/supervisor.log; exit 1; fi; \
+	    if ! kill -0 $$sup 2>/dev/null && [ ! -f $(CLUSTER_STATE)/ready ]; then \
+	      echo "the cluster supervisor exited:"; tail -50 $(CLUSTER_STATE)/supervisor.log; exit 1; fi; \
 	    sleep 0.2; \
 	  done; \
 	  [ -f $(CLUSTER_STATE)/ready ] || { echo "cluster did not become ready"; \
