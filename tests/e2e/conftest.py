@@ -129,8 +129,7 @@ def write_operator_kubeconfig(cluster: ControlPlane, path: Path,
                               deployment: dict[str, Any] | None = None) -> Path:
     """A kubeconfig for the operator's ServiceAccount (of ``deployment``, default: the
     default chart's): a fresh TokenRequest token, the cluster's server and CA."""
-    if deployment is None:
-        install_chart_rbac(cluster)
+    install_chart_rbac(cluster)  # the release namespace (once per cluster)
     account = str((deployment or chart_release()[1])["spec"]["template"]["spec"]
                   ["serviceAccountName"])
     token = cluster.kubectl("create", "token", account, "-n", RELEASE_NAMESPACE,
@@ -145,10 +144,15 @@ class Operator:
     ServiceAccount. ``namespace`` is the test's namespace; the operator watches all."""
 
     def __init__(self, cluster: ControlPlane, namespace: str, log_dir: Path,
-                 deployment: dict[str, Any] | None = None) -> None:
+                 deployment: dict[str, Any] | None = None, identity: str | None = None,
+                 name: str = "operator") -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.log_dir = log_dir
+        self.name = name
+        self.identity = identity or f"operator-{namespace}"
+        """POD_NAME: the Lease holder identity. Stable across restarts, as a pod's name
+        is when its container restarts (a restarted operator resumes its own lease)."""
         self.deployment = deployment
         """The chart's Deployment to start as (default: the default values' one)."""
         self.proc: subprocess.Popen[bytes] | None = None
@@ -156,12 +160,12 @@ class Operator:
 
     @property
     def log_path(self) -> Path:
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.name}-{self.starts}.log"
 
     @property
     def kubeconfig(self) -> Path:
         """The operator's own (ServiceAccount token) kubeconfig."""
-        return self.log_dir / "operator.kubeconfig"
+        return self.log_dir / f"{self.name}.kubeconfig"
 
     def start(self) -> None:
         if self not in _operators:
@@ -174,7 +178,7 @@ class Operator:
         chart_env = {e["name"]: e["value"] for e in container.get("env", [])
                      if "value" in e and e["name"] != "STAGECOACH_METRICS_PORT"}
         env = {**chart_env, **os.environ, "KUBECONFIG": str(self.kubeconfig),
-               "PYTHONUNBUFFERED": "1"}
+               "PYTHONUNBUFFERED": "1", "POD_NAME": self.identity}
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [STAGECOACH, *container["args"]],
@@ -191,9 +195,9 @@ class Operator:
         self.proc = None
 
     def logs(self) -> str:
-        return "\n".join((self.log_dir / f"operator-{i}.log").read_text(errors="replace")
+        return "\n".join((self.log_dir / f"{self.name}-{i}.log").read_text(errors="replace")
                          for i in range(1, self.starts + 1)
-                         if (self.log_dir / f"operator-{i}.log").exists())
+                         if (self.log_dir / f"{self.name}-{i}.log").exists())
 
 
 _operators: list[Operator] = []
@@ -207,6 +211,10 @@ def operator_logs_are_clean(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     allowed = tuple(m.args[0] for m in request.node.iter_markers("operator_log_allows"))
     bad = [line for op in _operators for line in bad_log_lines(op.logs(), allowed)]
+    for cluster in {op.cluster.server: op.cluster for op in _operators}.values():
+        # The chart runs with leader election: hand the Lease on to the next test.
+        cluster.kubectl("-n", RELEASE_NAMESPACE, "delete", "lease", "stagecoach-operator",
+                        "--ignore-not-found", check=False)
     _operators.clear()
     if bad:
         pytest.fail("the operator's log shows permission problems or tracebacks:\n"

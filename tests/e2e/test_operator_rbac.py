@@ -43,7 +43,9 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
     assert operator.proc is not None and operator.proc.poll() is None
     pid = operator.proc.pid
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert argv[-4:] == [b"operator", b"--all-namespaces", b"--no-manage-stage-policy", b""]
+    assert argv[-6:] == [b"operator", b"--all-namespaces", b"--no-manage-stage-policy",
+                         b"--leader-elect",
+                         f"--leader-election-namespace={RELEASE_NAMESPACE}".encode(), b""]
     environ = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes()
                    .split(b"\0") if b"=" in e)
     assert environ[b"KUBECONFIG"] == kc.encode()
@@ -64,7 +66,9 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
                ("watch", "agentpipelines.stagecoach.dev", "--all-namespaces"),
                ("update", "configmaps", "-n", kube_namespace),
                ("create", "serviceaccounts", "-n", kube_namespace),
-               ("create", "rolebindings.rbac.authorization.k8s.io", "-n", kube_namespace)]
+               ("create", "rolebindings.rbac.authorization.k8s.io", "-n", kube_namespace),
+               ("update", "leases.coordination.k8s.io/stagecoach-operator", "-n",
+                RELEASE_NAMESPACE)]
     # ... and what it must not have.
     denied = [("create", "secrets", "--all-namespaces"),
               ("get", "secrets", "-n", kube_namespace),
@@ -74,6 +78,8 @@ def test_operator_is_its_service_account_not_admin(operator: Operator,
               ("patch", "agentpipelines.stagecoach.dev", "-n", kube_namespace),
               ("delete", "configmaps", "-n", kube_namespace),
               ("list", "namespaces"),
+              ("update", "leases.coordination.k8s.io/other", "-n", RELEASE_NAMESPACE),
+              ("create", "leases.coordination.k8s.io", "-n", kube_namespace),
               ("create", "validatingadmissionpolicies.admissionregistration.k8s.io"),
               ("delete", "namespaces", "--all-namespaces"),
               ("create", "clusterrolebindings.rbac.authorization.k8s.io"),

@@ -326,7 +326,7 @@ def test_namespace_mode_under_exactly_the_charts_rbac(crds: ControlPlane, kube_n
     op.start()
     try:
         assert op.proc is not None
-        assert list(op.proc.args)[1:] == ["operator", f"--namespace={kube_namespace}",  # type: ignore[arg-type]
+        assert list(op.proc.args)[1:5] == ["operator", f"--namespace={kube_namespace}",  # type: ignore[arg-type]
                                           "--no-manage-stage-rbac", "--no-manage-stage-policy"]
         provider, pipeline = load_example("hello")
         docs = "\n---\n".join(yaml.safe_dump(d) for d in (

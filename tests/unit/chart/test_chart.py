@@ -52,28 +52,49 @@ def test_rendered_manifests_are_valid(values: dict[str, Any]) -> None:
         kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
 
-def test_operator_deployment_is_single_recreate_and_restricted() -> None:
-    [dep] = by_kind(render(), "Deployment")
+def test_operator_deployment_is_restricted_and_highly_available() -> None:
+    docs = render()
+    [dep] = by_kind(docs, "Deployment")
     spec = dep["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    assert spec["replicas"] == 2 and "strategy" not in spec  # RollingUpdate, one leader
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     c = pod["containers"][0]
-    assert c["args"] == ["operator", "--all-namespaces", "--no-manage-stage-policy"]
+    assert c["args"] == ["operator", "--all-namespaces", "--no-manage-stage-policy",
+                         "--leader-elect", "--leader-election-namespace=stagecoach-system"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in (
+        c["env"])
     assert c["securityContext"]["allowPrivilegeEscalation"] is False
     assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert {p["httpGet"]["path"] for p in (c["livenessProbe"], c["readinessProbe"])} == {
         "/healthz", "/readyz"}
+    [pdb] = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    [leader] = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader")]
+    assert leader["metadata"]["namespace"] == "stagecoach-system"
+    assert leader["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["stagecoach-operator"], "verbs": ["get", "update"]}]
+
+
+def test_without_leader_election_one_replica_recreated() -> None:
+    docs = render({"operator": {"leaderElection": False}})
+    [dep] = by_kind(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    assert "--leader-elect" not in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert by_kind(docs, "PodDisruptionBudget") == []
 
 
 def test_namespace_mode_grants_nothing_cluster_wide() -> None:
     docs = render({"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}})
     assert by_kind(docs, "ClusterRole") == [] and by_kind(docs, "ClusterRoleBinding") == []
+    # (the leader-election Role is the release namespace's own)
     roles = {(r["metadata"]["namespace"], r["metadata"]["name"]) for r in by_kind(docs, "Role")}
     assert ("team-a", "sc-stagecoach") in roles and ("team-b", "sc-stagecoach") in roles
     assert ("team-a", "stagecoach-stage") in roles
     [dep] = by_kind(docs, "Deployment")
-    assert dep["spec"]["template"]["spec"]["containers"][0]["args"] == [
+    assert dep["spec"]["template"]["spec"]["containers"][0]["args"][:5] == [
         "operator", "--namespace=team-a", "--namespace=team-b", "--no-manage-stage-rbac",
         "--no-manage-stage-policy"]
 

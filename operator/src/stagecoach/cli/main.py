@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig (default: in-cluster or $KUBECONFIG)")
     p.add_argument("--liveness", metavar="URL", help="kopf liveness endpoint, e.g. "
                    "http://0.0.0.0:8080/healthz")
+    p.add_argument("--leader-elect", action="store_true",
+                   help="reconcile only while holding the Lease stagecoach-operator "
+                   "(run two replicas for high availability)")
+    p.add_argument("--leader-election-namespace", metavar="NS",
+                   help="namespace of the Lease (default: the operator's own)")
     p.add_argument("--manage-stage-rbac", action=argparse.BooleanOptionalAction,
                    default=_env_flag("STAGECOACH_MANAGE_STAGE_RBAC", True),
                    help="create the stage ServiceAccount, Role and RoleBinding in each "
@@ -164,7 +169,9 @@ def _cmd_operator(args: argparse.Namespace) -> int:
     namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
     return run_operator(namespaces, args.all_namespaces, options, args.kubeconfig,
                         args.liveness, manage_stage_rbac=args.manage_stage_rbac,
-                        manage_stage_policy=args.manage_stage_policy)
+                        manage_stage_policy=args.manage_stage_policy,
+                        leader_elect=args.leader_elect,
+                        leader_election_namespace=args.leader_election_namespace)
 
 
 def _env_flag(name: str, default: bool) -> bool:

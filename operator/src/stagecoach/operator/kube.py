@@ -26,6 +26,7 @@ log = logging.getLogger("stagecoach.operator")
 
 _CR = f"/apis/{GROUP}/{VERSION}/namespaces"
 _MERGE = "application/merge-patch+json"
+_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{}/leases"
 _seq = itertools.count()
 
 
@@ -159,6 +160,23 @@ class Kube:
         data = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps",
                                 query=[("labelSelector", selector)])
         return list(data.get("items") or [])
+
+    # -- the leader-election Lease --------------------------------------------------------
+    async def get_lease(self, ns: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease, or None."""
+        data = await self._call("GET", f"{_LEASES.format(ns)}/{name}", missing_ok=True)
+        return dict(data) if data else None
+
+    async def create_lease(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a Lease (:class:`~stagecoach.store.Conflict` when it exists)."""
+        return dict(await self._call("POST", _LEASES.format(ns), body,
+                                     what=f"create lease {body['metadata']['name']}"))
+
+    async def replace_lease(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace a Lease at its resourceVersion (Conflict when someone wrote first)."""
+        name = body["metadata"]["name"]
+        return dict(await self._call("PUT", f"{_LEASES.format(ns)}/{name}", body,
+                                     what=f"replace lease {name}"))
 
     # -- Events --------------------------------------------------------------------------
     async def post_event(self, ns: str, involved: dict[str, Any], type_: str, reason: str,

@@ -46,7 +46,8 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
                    metrics_port: int | None = None,
                    storage: Storage | None = None, *, clusterwide: bool = True,
                    manage_stage_rbac: bool = True,
-                   manage_stage_policy: bool = True) -> kopf.OperatorRegistry:
+                   manage_stage_policy: bool = True,
+                   metrics: Metrics | None = None) -> kopf.OperatorRegistry:
     """The kopf registry with Stagecoach's handlers. ``storage``: the default storage
     (``STAGECOACH_DEFAULT_STORAGE``). OpenTelemetry is on when
     ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: scheduling spans, the pipelines' root spans,
@@ -56,10 +57,11 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
     list namespaces and watch CRDs cluster-wide, which a namespace-mode install may not.
     ``manage_stage_rbac``: create the stage ServiceAccount and Role where pipelines run.
     ``manage_stage_policy``: apply the stage-writes admission policy (:mod:`.policy`) at
-    start; a refusal is logged as an error and the operator runs on (RBAC still holds)."""
+    start; a refusal is logged as an error and the operator runs on (RBAC still holds).
+    ``metrics``: served by the caller already (``metrics_port`` then None)."""
     registry = kopf.OperatorRegistry()
     memo = _Memo()
-    metrics = Metrics()
+    metrics = metrics or Metrics()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:
@@ -167,9 +169,14 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
 
 def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOptions,
                  kubeconfig: str | None = None, liveness: str | None = None, *,
-                 manage_stage_rbac: bool = True, manage_stage_policy: bool = True) -> int:
+                 manage_stage_rbac: bool = True, manage_stage_policy: bool = True,
+                 leader_elect: bool = False,
+                 leader_election_namespace: str | None = None) -> int:
     """Run until interrupted; returns the exit code. ``STAGECOACH_METRICS_PORT`` serves
-    /metrics, /healthz and /readyz; ``STAGECOACH_LOG_LEVEL`` sets the log level."""
+    /metrics, /healthz and /readyz (also while standing by); ``STAGECOACH_LOG_LEVEL``
+    sets the log level. With ``leader_elect`` the operator reconciles only while it
+    holds the Lease (:mod:`.leader`) and exits with 1 when it loses it (its Deployment
+    restarts it as a standby)."""
     import os
 
     level = os.environ.get("STAGECOACH_LOG_LEVEL", "INFO").upper()
@@ -182,10 +189,66 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
     except ValueError as e:
         log.error("%s", e)
         return 2
-    registry = build_registry(options, kubeconfig, int(port) if port else None, storage,
+    metrics = Metrics()
+    registry = build_registry(options, kubeconfig, None, storage,
                               clusterwide=all_namespaces, manage_stage_rbac=manage_stage_rbac,
-                              manage_stage_policy=manage_stage_policy)
-    asyncio.run(kopf.operator(registry=registry, clusterwide=all_namespaces,
-                              namespaces=namespaces, standalone=True,
-                              liveness_endpoint=liveness))
-    return 0
+                              manage_stage_policy=manage_stage_policy, metrics=metrics)
+
+    async def main() -> int:
+        http = await serve(metrics, int(port)) if port else None
+        from .leader import LeaderElector, identity
+
+        lost = asyncio.Event()
+        guard: asyncio.Task[None] | None = None
+        kube: Kube | None = None
+        elector: LeaderElector | None = None
+        try:
+            stop: asyncio.Event | None = None
+            if leader_elect:
+                ns = leader_election_namespace or own_namespace()
+                kube = await Kube.connect(kubeconfig)
+                elector = LeaderElector(kube, ns, identity(),
+                                        on_change=lambda leads: metrics.leader.set(int(leads)))
+                metrics.ready = True  # a healthy standby
+                await elector.acquire()
+                stop = asyncio.Event()
+
+                async def hold(elector: LeaderElector, stop: asyncio.Event) -> None:
+                    await elector.hold()
+                    lost.set()
+                    stop.set()
+
+                guard = asyncio.get_running_loop().create_task(hold(elector, stop),
+                                                               name="leader lease")
+            else:
+                metrics.leader.set(1)
+            await kopf.operator(registry=registry, clusterwide=all_namespaces,
+                                namespaces=namespaces, standalone=True,
+                                liveness_endpoint=liveness, stop_flag=stop)
+        finally:
+            if guard is not None and not guard.done():
+                guard.cancel()
+                if elector is not None:
+                    await elector.release()  # a graceful stop: the standby need not wait
+            if kube is not None:
+                await kube.close()
+            if http is not None:
+                await http.cleanup()
+        return 1 if lost.is_set() else 0
+
+    return asyncio.run(main())
+
+
+def own_namespace() -> str:
+    """The namespace this process runs in: the pod's (ServiceAccount mount or
+    ``POD_NAMESPACE``), else ``default``."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    try:
+        return path.read_text().strip() or "default"
+    except OSError:
+        return "default"

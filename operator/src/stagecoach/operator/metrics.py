@@ -50,6 +50,8 @@ class Metrics:
                                     registry=r)
         self.api_requests = Gauge("stagecoach_api_requests", "API requests made so far.",
                                   registry=r)
+        self.leader = Gauge("stagecoach_leader", "1 while this operator reconciles (holds "
+                            "the Lease, or runs without leader election).", registry=r)
         self._phases: dict[tuple[str, str], str] = {}
         self.ready = False
 

@@ -513,21 +513,27 @@ class Reconciler:
         for name in sorted(wanted):
             p = providers.get(name)
             rpm = p.spec.limits.requests_per_minute if p is not None else None
+            pkey = (ns, name)
+            limit = self._limit(providers, name)
+            if (rpm is not None and pkey not in self.slots.started) or (
+                    limit is not None and not self.slots.known(pkey)):
+                # First use since start or takeover: rebuild from the cluster's Jobs.
+                from .jobs import PROVIDER_LABEL
+
+                jobs = await self.kube.list_jobs(ns, f"{PROVIDER_LABEL}={name}")
+                if not self.slots.known(pkey):
+                    self.slots.load(pkey, [j["metadata"]["name"] for j in jobs
+                                           if not job_finished(j)])
+                self.slots.load_started(pkey, [
+                    t for t in (_created(j) for j in jobs)
+                    if t is not None and t > now - timedelta(minutes=1)])
             if rpm is not None:
                 left, at = self.slots.rate_free((ns, name), rpm, now)
                 free[name] = left
                 if at is not None:
                     wake = at if wake is None else min(wake, at)
-            limit = self._limit(providers, name)
             if limit is None:
                 continue
-            pkey = (ns, name)
-            if not self.slots.known(pkey):
-                from .jobs import PROVIDER_LABEL
-
-                active = [j["metadata"]["name"] for j in await self.kube.list_jobs(
-                    ns, f"{PROVIDER_LABEL}={name}") if not job_finished(j)]
-                self.slots.load(pkey, active)
             free[name] = min(free.get(name, limit), self.slots.free_for(pkey, key, limit))
         return free, wake
 
@@ -742,6 +748,14 @@ class Reconciler:
         if version:
             self.own_versions[key] = version
         self.last_status[key] = {k: v for k, v in dumped.items() if v is not None}
+
+
+def _created(obj: dict[str, Any]) -> datetime | None:
+    raw = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
 
 
 def _norm(previous: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from ..store import StoreError
+
 __all__ = ["Runtime"]
 
 log = logging.getLogger("stagecoach.operator")
@@ -76,11 +78,15 @@ class Runtime:
                 self._failures.pop(key, None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as e:
                 n = self._failures.get(key, 0) + 1
                 self._failures[key] = n
                 delay = min(30.0, 0.5 * 2 ** (n - 1))
-                log.exception("reconcile of %s/%s failed (retry in %.1fs)", *key, delay)
+                if isinstance(e, StoreError):  # the API said no (a conflict, a timeout)
+                    log.warning("reconcile of %s/%s failed (retry in %.1fs): %s", *key, delay,
+                                e)
+                else:  # a bug: keep the traceback
+                    log.exception("reconcile of %s/%s failed (retry in %.1fs)", *key, delay)
                 loop = asyncio.get_running_loop()
                 loop.call_later(delay, self.trigger, key)
             finally:
@@ -90,6 +96,8 @@ class Runtime:
                     self.observe(elapsed)
                 if len(self.latencies) > 10_000:
                     del self.latencies[:5_000]
+        if self._workers.get(key) is asyncio.current_task():
+            del self._workers[key]  # idle pipelines hold no task
 
     async def drain(self) -> None:
         """Wait for the reconciles in progress (shutdown)."""

@@ -47,6 +47,13 @@ class ProviderSlots:
         """Set the holders from the API's view (first use only)."""
         self.holders.setdefault(key, set()).update(jobs)
 
+    def load_started(self, key: Key, times: Iterable[datetime]) -> None:
+        """Admissions the API shows (Jobs' creation times; first use only), so that a
+        restarted or newly elected operator keeps ``requestsPerMinute`` across the
+        switch instead of starting an empty minute."""
+        if key not in self.started:
+            self.started[key] = deque(sorted(times))
+
     def free_for(self, key: Key, pipeline: PipelineKey, limit: int) -> int:
         """Slots ``pipeline`` may take now."""
         free = limit - len(self.holders.get(key, ()))

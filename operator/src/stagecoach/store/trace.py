@@ -4,6 +4,13 @@ Every writer (the executor, each runner) appends JSON lines to its own record; r
 merge them here. Events sort by ``ts`` (ISO-8601 UTC strings with the same precision sort
 as text); ties keep each writer's own order, and writers are taken in name order so the
 merge is deterministic.
+
+Scheduling events are written at least once, never lost: a shell appends them before it
+saves the run state, so an operator killed in between, or a second operator racing the
+first (its state write then loses on resourceVersion), writes some of them twice. An
+event that can happen only once per stage attempt (or per run) is therefore kept once
+as read (:data:`ONCE`, the first copy by time): the trace on disk is at-least-once, the
+trace every reader sees is exactly-once.
 """
 
 from __future__ import annotations
@@ -12,7 +19,14 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["encode_events", "merge_trace", "parse_events"]
+__all__ = ["ONCE", "encode_events", "merge_trace", "parse_events"]
+
+ONCE = frozenset({
+    "PipelineStarted", "PipelineSucceeded", "PipelineFailed", "OutputAssembled",
+    "StageReady", "StageStarted", "StageSucceeded", "StageFailed",
+    "StageSkipped", "StageCached", "StageReused", "BudgetExceeded",
+})
+"""Event types that identify themselves by (type, stage, iteration, attempt, index)."""
 
 
 def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
@@ -49,4 +63,15 @@ def merge_trace(records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
         for seq, event in enumerate(events)
     ]
     keyed.sort(key=lambda t: (t[0], t[1], t[2]))
-    return [t[3] for t in keyed]
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for *_, event in keyed:
+        kind = event.get("type")
+        if kind in ONCE:
+            key = (kind, event.get("stage"), event.get("iteration"), event.get("attempt"),
+                   event.get("index"))
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(event)
+    return out
