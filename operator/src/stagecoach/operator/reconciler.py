@@ -309,7 +309,12 @@ class Reconciler:
         cm = await self.kube.get_configmap(ns, record_name(key[1]))
         owners = [o.get("uid") for o in (cm or {}).get("metadata", {}).get("ownerReferences", [])]
         if cm is not None and uid in owners:
-            record, refs = parse_record(cm)
+            try:
+                live = AgentPipeline.model_validate({**body, "status": None})
+            except ValidationError as e:
+                await self._invalid(ns, body, f"spec: {e}")
+                return None
+            record, refs = parse_record(cm, live)
             store = self._store(ns, record)[0]
             values: dict[str, Any] = {}
             for ref in sorted(refs):
@@ -317,7 +322,7 @@ class Reconciler:
                     values[ref] = decode_output(await store.get(ref)).value
                 except (StoreError, ValueError) as e:
                     log.warning("%s/%s: cannot reload output %s: %s", ns, key[1], ref, e)
-            record, _ = parse_record(cm, values)
+            record, _ = parse_record(cm, live, values)
             run = self._make_run(ns, record)
             log.info("pipeline %s/%s: resumed from %s", ns, key[1], record_name(key[1]))
         else:

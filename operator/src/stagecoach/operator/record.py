@@ -4,11 +4,15 @@ kopf forgets per-handler progress when a handling cycle completes, and status is
 users (and is bounded, DESIGN §4), so the engine's run state lives in a ConfigMap
 ``<pipeline>-state`` owned by the pipeline, written only by the operator:
 
-* ``state.json``: :func:`~stagecoach.engine.dump_state` (references, no payloads;
-  outputs are reloaded from the store by reference after a restart);
-* ``pipeline.json``: the pipeline's spec *and* the template it named, as they were when
-  the run started: the resolved-pipeline snapshot, so later template edits never change
-  a running pipeline (the pipeline's own spec is immutable after creation: a CRD rule);
+* ``state.json.gz`` (binaryData): :func:`~stagecoach.engine.dump_state`, gzipped
+  (references, no payloads; outputs are reloaded from the store by reference after a
+  restart). A 1,000-stage state shrinks about tenfold, which keeps the object far under
+  half the 1 MiB ConfigMap limit (``tests/unit/operator/test_record.py`` prints sizes);
+* ``pipeline.json``: the template the pipeline named, as it was when the run started,
+  so later template edits never change a running pipeline. The pipeline's own spec is
+  not copied: it is immutable after creation (a CRD rule), so the live object is the
+  snapshot. (Records written by earlier versions, with the spec in ``pipeline.json``
+  and a plain ``state.json``, still load.)
 * ``jobs.json``: the Jobs this run has created (seen by the API server). A Running
   attempt whose Job is missing is *deleted* (a failed attempt, ``Error``) when its name
   is here, and *not created yet* (the operator died between persisting the state and
@@ -22,6 +26,8 @@ creating Jobs, without racing its own status patches. No side effects here.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,24 +54,47 @@ class RunRecord:
     jobs: set[str] = field(default_factory=set)
     resource_version: str | None = None
 
-    def dump(self) -> dict[str, str]:
-        """The ConfigMap's ``data``."""
-        pipe = self.pipeline.model_dump(by_alias=True, exclude_none=True, mode="json",
-                                        exclude={"status"})
-        meta = self.pipeline.metadata
-        pipe["metadata"] = {k: v for k, v in {"name": meta.name, "namespace": meta.namespace,
-                                              "uid": meta.uid}.items() if v}
+    def dump(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The ConfigMap's ``data`` and ``binaryData``."""
         tpl = None
         if self.template is not None:
             tpl = self.template.model_dump(by_alias=True, exclude_none=True, mode="json")
             tpl["metadata"] = {"name": self.template.metadata.name}
-        snap = {"pipeline": pipe, "template": tpl}
-        return {
-            "state.json": json.dumps(dump_state(self.state), separators=(",", ":"),
-                                     default=str),
-            "pipeline.json": json.dumps(snap, separators=(",", ":")),
-            "jobs.json": json.dumps(sorted(self.jobs)),
-        }
+        state = json.dumps(_bounded(dump_state(self.state)), separators=(",", ":"),
+                           default=str)
+        packed = gzip.compress(state.encode(), compresslevel=6, mtime=0)
+        return ({"pipeline.json": json.dumps({"template": tpl}, separators=(",", ":")),
+                 "jobs.json": json.dumps(sorted(self.jobs))},
+                {"state.json.gz": base64.b64encode(packed).decode()})
+
+
+MESSAGE_LIMIT = 512
+"""Characters of an attempt's message kept in the persisted state (status shows it; the
+full text is in the trace)."""
+_DONE = {"Succeeded", "Failed", "Skipped"}
+
+
+def _clip(text: Any, limit: int) -> Any:
+    if isinstance(text, str) and len(text) > limit:
+        return text[:limit] + f"… [{len(text) - limit} more characters in the trace]"
+    return text
+
+
+def _bounded(state: dict[str, Any]) -> dict[str, Any]:
+    """The dumped state with its unbounded strings bounded: messages clipped, and the
+    previous error (fed to the next attempt's prompt) dropped once no attempt follows."""
+    for run in (state.get("stages") or {}).values():
+        if "message" in run:
+            run["message"] = _clip(run["message"], MESSAGE_LIMIT)
+        for inst in run.get("instances") or []:
+            inst["message"] = _clip(inst.get("message"), MESSAGE_LIMIT)
+            if inst.get("phase") in _DONE:
+                inst["previous_error"] = None
+            else:
+                inst["previous_error"] = _clip(inst.get("previous_error"), 4 * MESSAGE_LIMIT)
+    if "message" in state:
+        state["message"] = _clip(state["message"], 4 * MESSAGE_LIMIT)
+    return state
 
 
 def record_body(record: RunRecord, namespace: str) -> dict[str, Any]:
@@ -79,21 +108,24 @@ def record_body(record: RunRecord, namespace: str) -> dict[str, Any]:
                        "stagecoach.dev/kind": "state"},
             "ownerReferences": [owner_reference(meta.name, meta.uid or "")],
         },
-        "data": record.dump(),
     }
+    body["data"], body["binaryData"] = record.dump()
     if record.resource_version:
         body["metadata"]["resourceVersion"] = record.resource_version
     return body
 
 
-def parse_record(cm: dict[str, Any],
+def parse_record(cm: dict[str, Any], pipeline: AgentPipeline,
                  outputs: dict[str, Any] | None = None) -> tuple[RunRecord, set[str]]:
-    """A record from its ConfigMap; also the output refs to load (call again with
-    ``outputs`` to fill values in)."""
+    """A record from its ConfigMap and the live ``pipeline`` (its spec is the snapshot);
+    also the output refs to load (call again with ``outputs`` to fill values in)."""
     data = cm.get("data") or {}
     snap = json.loads(data["pipeline.json"])
-    raw_state = json.loads(data["state.json"])
-    pipeline = AgentPipeline.model_validate(snap["pipeline"])
+    packed = (cm.get("binaryData") or {}).get("state.json.gz")
+    raw_state = json.loads(gzip.decompress(base64.b64decode(packed)) if packed
+                           else data["state.json"])
+    if snap.get("pipeline"):  # a record of an earlier version: it kept the spec too
+        pipeline = AgentPipeline.model_validate(snap["pipeline"])
     tpl = AgentPipelineTemplate.model_validate(snap["template"]) if snap.get("template") else None
     state = load_state(raw_state, outputs)
     from ..engine import output_refs
