@@ -42,6 +42,11 @@ def test_hello_pipeline_succeeds(operator: Operator, kubectl: Kubectl) -> None:
     assert (owner["kind"], owner["uid"]) == ("AgentPipeline", obj["metadata"]["uid"])
     jobs = kubectl.items("jobs", "-l", "stagecoach.dev/pipeline=hello")
     assert sorted(j["metadata"]["name"] for j in jobs) == ["hello-greet-1-1", "hello-poem-1-1"]
+    # podGC OnPodCompletion (the chart's default): the pods went once their results were
+    # saved; the outputs and the trace stay readable (below).
+    kubectl.wait_for(("pods",), lambda pods: not [
+        p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")],
+        timeout=30, operator=operator)
     final = kubectl.get("configmap", status["outputRef"].split(":", 1)[1])
     assert "pipeline ran" in next(iter(final["data"].values()))
     events = kubectl.items("events", "--field-selector", "involvedObject.name=hello")

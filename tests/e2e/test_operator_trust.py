@@ -87,7 +87,20 @@ def as_user(cluster: ControlPlane, kubeconfig: Path, *args: str,
 
 
 def test_a_hostile_stage_gets_no_credentials_and_a_leaked_token_writes_nothing_else(
-        operator: Operator, kubectl: Kubectl, kube_namespace: str, tmp_path: Path) -> None:
+        crds: ControlPlane, kubectl: Kubectl, kube_namespace: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keep the pods: a bound token dies with its pod, and this test leaks one on purpose.
+    monkeypatch.setenv("STAGECOACH_POD_GC", "Never")
+    operator = Operator(crds, kube_namespace, tmp_path)
+    operator.start()
+    try:
+        _hostile(operator, kubectl, kube_namespace, tmp_path)
+    finally:
+        operator.kill(signal.SIGTERM)
+
+
+def _hostile(operator: Operator, kubectl: Kubectl, kube_namespace: str,
+             tmp_path: Path) -> None:
     # Stage pods must be admitted by the restricted Pod Security profile.
     kubectl.cluster.kubectl("label", "namespace", kube_namespace,
                             "pod-security.kubernetes.io/enforce=restricted")

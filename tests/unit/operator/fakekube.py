@@ -86,6 +86,9 @@ class FakeKube:
         if job is not None and (uid is None or job["metadata"].get("uid") == uid):
             self.jobs.pop((ns, name), None)
 
+    async def delete_pod(self, ns: str, name: str, uid: str | None = None) -> None:
+        self.pods.pop((ns, name), None)
+
     async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         return [copy.deepcopy(p) for (n, _), p in self.pods.items()
                 if n == ns and self._match(p, selector)]

@@ -135,6 +135,13 @@ class Kube:
             await self._call("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/{name}",
                              body, missing_ok=True)
 
+    async def delete_pod(self, ns: str, name: str, uid: str | None = None) -> None:
+        """Delete a pod (``uid``: only that one); gone already is fine."""
+        body: dict[str, Any] = {"preconditions": {"uid": uid}} if uid else {}
+        with contextlib.suppress(Conflict):
+            await self._call("DELETE", f"/api/v1/namespaces/{ns}/pods/{name}", body or None,
+                             missing_ok=True)
+
     async def list_pods(self, ns: str, selector: str) -> list[dict[str, Any]]:
         """Pods matching ``selector``."""
         data = await self._call("GET", f"/api/v1/namespaces/{ns}/pods",

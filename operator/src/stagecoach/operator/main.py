@@ -96,8 +96,13 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         slots = ProviderSlots()
         runtime = Runtime(lambda ns, name: reconciler.reconcile(ns, name),
                           observe=metrics.reconcile.observe)
+        pod_gc = os.environ.get("STAGECOACH_POD_GC") or "OnPodCompletion"
+        if pod_gc not in ("OnPodCompletion", "Never"):
+            log.error("STAGECOACH_POD_GC=%s: use OnPodCompletion or Never; using "
+                      "OnPodCompletion", pod_gc)
+            pod_gc = "OnPodCompletion"
         reconciler = Reconciler(memo.kube, slots, options=options, wake=runtime.wake,
-                                manage_stage_rbac=manage_stage_rbac,
+                                manage_stage_rbac=manage_stage_rbac, pod_gc=pod_gc,
                                 trigger=runtime.trigger, metrics=metrics,
                                 default_storage=storage, tracing=tracing,
                                 otlp_endpoint=endpoint)

@@ -134,8 +134,12 @@ class Reconciler:
                  default_storage: Storage | None = None,
                  tracing: bool = False,
                  otlp_endpoint: str | None = None,
-                 manage_stage_rbac: bool = True) -> None:
+                 manage_stage_rbac: bool = True,
+                 pod_gc: str = "OnPodCompletion") -> None:
         self.kube = kube
+        self.pod_gc = pod_gc
+        """``OnPodCompletion``: delete an attempt's pod once its result is in the saved
+        state (the Job stays until the pipeline goes); ``Never``: keep pods (logs)."""
         self.manage_stage_rbac = manage_stage_rbac
         """Create the stage ServiceAccount and Role in a namespace before its first Job
         (off when the installer did: the chart in namespace mode)."""
@@ -371,6 +375,7 @@ class Reconciler:
         if state.terminal:
             await self._publish(ns, body, run)
             self.slots.forget(key)
+            self._release_memory(key)
             return
         await self._ensure_rbac(ns)
         providers = await self._providers(ns)
@@ -420,22 +425,47 @@ class Reconciler:
             self._root_span(ns, run)
             self.slots.forget(key)
         # Independent writes, concurrently: the created Jobs' names, Events, the
-        # pipeline's and the providers' status.
+        # pipeline's and the providers' status, and the pods whose results are saved.
         run.record.jobs.update(created)
         results = await asyncio.gather(
             self._persist(ns, run.record) if created else asyncio.sleep(0),
             self._post_events(ns, body, run, plan.actions),
             self._publish(ns, body, run),
             self._publish_providers(ns, providers),
+            self._collect_pods(ns, run, jobs, pods),
             return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        if plan.state.terminal:
+            self._release_memory(key)
         wake_at = min((t for t in (plan.wake_at, rate_wake) if t is not None), default=None)
         if wake_at is not None and not plan.state.terminal:
             self.wake(key, wake_at)
         if events:
             log.debug("pipeline %s/%s: %d trace events", ns, name, len(events))
+
+    async def _collect_pods(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
+                            pods: dict[str, list[dict[str, Any]]]) -> None:
+        """podGC ``OnPodCompletion``: delete the pods of finished Jobs whose attempt is no
+        longer Running in the state (its result is saved: the state was persisted before
+        this runs). A crash before this point leaves them for the next pass."""
+        if self.pod_gc != "OnPodCompletion" or not pods:
+            return
+        running = {job_name(run.resolved.name, sr.name, sr.iteration, i.attempt, i.index)
+                   for sr in run.record.state.stages.values() for i in sr.instances
+                   if i.phase == "Running"}
+        doomed = [(p["metadata"]["name"], p["metadata"].get("uid"))
+                  for jn, plist in pods.items()
+                  if jn not in running and jn in jobs and job_finished(jobs[jn])
+                  for p in plist]
+        await asyncio.gather(*(self.kube.delete_pod(ns, name, uid) for name, uid in doomed))
+
+    def _release_memory(self, key: PipelineKey) -> None:
+        """A finished run needs nothing in memory: its state and outputs are saved and its
+        status published (a later event finds the terminal phase and stops there)."""
+        self.runs.pop(key, None)
+        self.last_status.pop(key, None)
 
     async def _observe(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
                        pods: dict[str, list[dict[str, Any]]]
