@@ -79,8 +79,14 @@ async def _read(kube: Kube, name: str, ns: str) -> RunData:
     record = await kube.get_configmap(ns, record_name(name))
     if record is not None and "pipeline.json" in (record.get("data") or {}):
         snap = json.loads(record["data"]["pipeline.json"])
-        manifest = yaml.safe_dump_all([d for d in (snap.get("template"), snap["pipeline"])
-                                       if d], sort_keys=False)
+        # The pipeline's spec is immutable: the live object is its snapshot (records of
+        # earlier versions carried a copy).
+        live = {k: v for k, v in body.items() if k != "status"}
+        live["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items()
+                            if k in ("name", "namespace", "uid")}
+        manifest = yaml.safe_dump_all([d for d in (snap.get("template"),
+                                                   snap.get("pipeline") or live) if d],
+                                      sort_keys=False)
     budget = (body.get("spec") or {}).get("budget") or {}
     return RunData.from_parts(status, events, outputs, final, name=name,
                               manifest=manifest, max_tokens=budget.get("maxTokens"),
