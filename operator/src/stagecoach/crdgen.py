@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from . import GROUP, VERSION
 from .api import KINDS, AgentPipeline, AgentPipelineTemplate, ModelProvider
-from .api._base import DURATION_PATTERN, format_duration
+from .api._base import DURATION_PATTERN, POSITIVE_DURATION_PATTERN, format_duration
 
 __all__ = ["crd_documents", "crd_for", "render_crd_yaml", "structural"]
 
@@ -60,7 +60,8 @@ def structural(node: Any) -> Any:
             node["x-kubernetes-preserve-unknown-fields"] = True
     if node.get("default", "x") is None:
         node.pop("default")
-    if node.get("pattern") == DURATION_PATTERN and isinstance(node.get("default"), str) \
+    if node.get("pattern") in (DURATION_PATTERN, POSITIVE_DURATION_PATTERN) \
+            and isinstance(node.get("default"), str) \
             and node["default"].startswith("P"):
         node["default"] = format_duration(_TD.validate_python(node["default"]))
     if "const" in node:

@@ -45,7 +45,8 @@ def test_exactly_one_of_agent_or_run_and_template_or_stages() -> None:
     with pytest.raises(ValidationError, match="exactly one of agent or run"):
         PipelineSpec.model_validate({"stages": [{"name": "a"}]})
     with pytest.raises(ValidationError, match="exactly one of templateRef or stages"):
-        PipelineSpec.model_validate({"templateRef": {"name": "t"}, "stages": []})
+        PipelineSpec.model_validate({"templateRef": {"name": "t"}, "stages": [
+            {"name": "a", "run": {"image": "x", "command": ["x"]}}]})
 
 
 def test_defaults_are_resolved_in_one_place() -> None:

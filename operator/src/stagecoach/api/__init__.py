@@ -4,6 +4,7 @@ Import from here; the private modules may move. No side effects.
 """
 
 from ._base import ApiModel, Duration, format_duration, parse_duration
+from ._values import did_you_mean, show_value, type_word
 from .attempt import (
     ATTEMPT_ENV,
     EXIT_CODES,
@@ -18,8 +19,19 @@ from .attempt import (
     exit_code_for,
     stage_body,
 )
-from .manifest import Document, ManifestError, ManifestSet, Problem, load_documents, load_file
-from .meta import ObjectMeta
+from .manifest import (
+    Document,
+    Loaded,
+    ManifestError,
+    ManifestSet,
+    Problem,
+    load_cassette,
+    load_documents,
+    load_file,
+    parse_documents,
+    read_file,
+)
+from .meta import DNS_SUBDOMAIN, ObjectMeta, name_problem
 from .pipeline import (
     DNS_LABEL,
     ERROR_CLASSES,
@@ -77,6 +89,7 @@ from .status import (
 __all__ = [
     "ATTEMPT_ENV",
     "DNS_LABEL",
+    "DNS_SUBDOMAIN",
     "ERROR_CLASSES",
     "EXIT_CODES",
     "KINDS",
@@ -108,6 +121,7 @@ __all__ = [
     "ErrorClass",
     "Fallback",
     "InstanceCounts",
+    "Loaded",
     "LoopInfo",
     "ManifestError",
     "ManifestSet",
@@ -143,12 +157,19 @@ __all__ = [
     "TemplateSpec",
     "TokenUsage",
     "UpstreamRef",
+    "did_you_mean",
     "error_class_for_exit",
     "exit_code_for",
     "format_duration",
+    "load_cassette",
     "load_documents",
     "load_file",
+    "name_problem",
+    "parse_documents",
     "parse_duration",
+    "read_file",
     "resolve_pipeline",
+    "show_value",
     "stage_body",
+    "type_word",
 ]

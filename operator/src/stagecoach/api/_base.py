@@ -12,14 +12,34 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+    WithJsonSchema,
+)
 from pydantic.alias_generators import to_camel
 
-__all__ = ["DURATION_PATTERN", "ApiModel", "Duration", "format_duration", "parse_duration"]
+__all__ = [
+    "DURATION_PATTERN",
+    "POSITIVE_DURATION_PATTERN",
+    "ApiModel",
+    "Duration",
+    "PositiveDuration",
+    "format_duration",
+    "parse_duration",
+]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
+_ANY_PART = r"[0-9]+(\.[0-9]+)?(ms|s|m|h|d)"
+_NONZERO_PART = r"([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)(ms|s|m|h|d)"
+DURATION_PATTERN = rf"^({_ANY_PART})+$"
+POSITIVE_DURATION_PATTERN = rf"^({_ANY_PART})*{_NONZERO_PART}({_ANY_PART})*$"
+"""A duration with at least one non-zero part. RE2-compatible (no look-ahead), so the
+API server checks it as cheaply as :data:`DURATION_PATTERN`."""
 
 
 def parse_duration(value: object) -> timedelta:
@@ -67,6 +87,24 @@ Duration = Annotated[
     WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN}),
 ]
 """A duration written as ``90s``, ``5m``, ``1h30m``; serialized back in that form."""
+
+
+def _positive(value: timedelta) -> timedelta:
+    if value <= timedelta(0):
+        raise ValueError("must be greater than 0")
+    if value < timedelta(milliseconds=1):
+        raise ValueError("must be at least 1ms")
+    return value
+
+
+PositiveDuration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": POSITIVE_DURATION_PATTERN}),
+]
+"""A duration that must be greater than zero (timeouts: ``0s`` would fail at once)."""
 
 
 class ApiModel(BaseModel):

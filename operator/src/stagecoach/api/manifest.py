@@ -6,7 +6,12 @@ user and no field is silently dropped (duplicate keys and unknown fields are err
 YAML is read with YAML 1.2 booleans so ``on:`` (retry.on) stays a key, not ``true``; an
 unquoted ``on``/``yes``/``no`` key is still reported, because kubectl (YAML 1.1) would
 turn it into ``true`` and the API server would reject the manifest.
-This module reads files only in :func:`load_file`; the rest is pure.
+A document that fails the schema is still salvaged (:mod:`.salvage`) so the semantic
+checks can report the rest of its problems in the same pass; it is kept apart from the
+valid documents and never run. A replay provider's cassette file is read and checked
+like a manifest (:func:`load_cassette`), with the cassette's own field paths.
+This module reads files only in :func:`load_file` and :func:`load_cassette`; the rest
+is pure.
 """
 
 from __future__ import annotations
@@ -20,20 +25,26 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from ._values import show_value, type_word
 from .pipeline import DNS_LABEL
 from .provider import Cassette
 from .quantity import QUANTITY
 from .resources import KINDS, AgentPipeline, AgentPipelineTemplate, ModelProvider
+from .salvage import salvage
 
 __all__ = [
     "Document",
+    "Loaded",
     "ManifestError",
     "ManifestSet",
     "Problem",
     "format_loc",
+    "load_cassette",
     "load_documents",
     "load_file",
+    "parse_documents",
     "problems_from_validation",
+    "read_file",
 ]
 
 
@@ -46,6 +57,8 @@ class Problem:
     line: int | None = None
     file: str | None = None
     doc: int | None = None
+    source_line: int | None = None
+    """For a template or expression: the line within it (from 1) the problem is on."""
 
     def render(self) -> str:
         """``FILE: path: reason (line N)`` — the ``stagecoach validate`` line format."""
@@ -76,6 +89,11 @@ class Document:
     file: str
     index: int
     lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    blocks: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    """Literal block scalars (``prompt: |``): path → the line of the ``|``, so line n of
+    the text is line ``blocks[path] + n`` of the file."""
+    repaired: tuple[tuple[str | int, ...], ...] = ()
+    """Set on a salvaged document: the paths where it differs from the file."""
 
     @property
     def kind(self) -> str:
@@ -113,9 +131,11 @@ def format_loc(loc: tuple[str | int, ...]) -> str:
 
 def _walk_lines(
     node: yaml.Node, path: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int],
-    problems: list[Problem],
+    problems: list[Problem], blocks: dict[tuple[str | int, ...], int] | None = None,
 ) -> None:
     lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.ScalarNode) and node.style == "|" and blocks is not None:
+        blocks[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -133,10 +153,10 @@ def _walk_lines(
                             "boolean", key_node.start_mark.line + 1)
                 )
             lines[(*path, key)] = key_node.start_mark.line + 1
-            _walk_lines(value_node, (*path, key), lines, problems)
+            _walk_lines(value_node, (*path, key), lines, problems, blocks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk_lines(item, (*path, i), lines, problems)
+            _walk_lines(item, (*path, i), lines, problems, blocks)
 
 
 def _model_args(annotation: Any) -> list[type[BaseModel]]:
@@ -172,9 +192,24 @@ _PATTERN_REASONS = {
 }
 
 
+_EXPECTED = {
+    "model_type": "an object", "model_attributes_type": "an object", "dict_type": "an object",
+    "list_type": "a list", "string_type": "a string", "int_type": "an integer",
+    "int_parsing": "an integer", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "a boolean (true or false)", "bool_parsing": "a boolean (true or false)",
+}
+
+
+def _got(value: Any) -> str:
+    """``a string ('x')``, ``an integer (5)``, ``null``, ``a list``."""
+    shown = show_value(value)
+    return type_word(value) + (f" ({shown})" if shown and value is not None else "")
+
+
 def _reason(err: Any, model: type[BaseModel]) -> str:
     kind = err["type"]
     loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
     if kind == "extra_forbidden":
         name = str(loc[-1])
         choices = _fields_at(model, loc[:-1])
@@ -184,8 +219,17 @@ def _reason(err: Any, model: type[BaseModel]) -> str:
         return f"unknown field '{name}'{hint}{allowed}"
     if kind == "missing":
         return "required field is missing"
+    if kind in _EXPECTED:
+        return f"must be {_EXPECTED[kind]}, got {_got(err.get('input'))}"
+    if kind == "too_short" and loc and loc[-1] == "stages":
+        return "a pipeline needs at least one stage"
+    if kind in {"too_short", "too_long"} and "actual_length" in ctx:
+        bound = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        word = "least" if kind == "too_short" else "most"
+        items = "item" if bound == 1 else "items"
+        return f"must have at {word} {bound} {items}, got {ctx['actual_length']}"
     if kind == "string_pattern_mismatch":
-        pattern = str(err.get("ctx", {}).get("pattern", ""))
+        pattern = str(ctx.get("pattern", ""))
         got = repr(err.get("input"))
         if pattern == DNS_LABEL:
             return (f"{got} is not a DNS label: use lowercase letters, digits and '-', "
@@ -197,9 +241,8 @@ def _reason(err: Any, model: type[BaseModel]) -> str:
     msg = str(err["msg"])
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     if kind not in {"value_error", "assertion_error"} and "input" in err:
-        shown = repr(err["input"])
-        if len(shown) <= 60 and not isinstance(err["input"], dict | list):
-            msg += f" (got {shown})"
+        shown = show_value(err["input"])
+        msg += f" (got {shown or type_word(err['input'])})"
     return msg
 
 
@@ -223,89 +266,188 @@ def problems_from_validation(
     return problems
 
 
-def load_documents(text: str, filename: str = "<input>") -> tuple[list[Document], list[Problem]]:
-    """Parse every YAML document in ``text``; return the valid ones and all problems."""
-    docs: list[Document] = []
-    problems: list[Problem] = []
+@dataclass
+class Loaded:
+    """What one file holds: valid documents, salvaged ones and every problem."""
+
+    documents: list[Document] = field(default_factory=list)
+    salvaged: list[Document] = field(default_factory=list)
+    """Documents that failed the schema, repaired for the semantic checks only."""
+    broken: set[tuple[str, str]] = field(default_factory=set)
+    """(kind, name) of documents that failed the schema beyond repair."""
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _yaml_error(exc: yaml.YAMLError, filename: str) -> Problem:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    reason = getattr(exc, "problem", None) or str(exc)
+    return Problem("", f"YAML syntax error: {reason}", line, filename)
+
+
+def parse_documents(text: str, filename: str = "<input>") -> Loaded:
+    """Parse every YAML document in ``text``: the valid ones, the salvaged ones, and all
+    problems."""
+    out = Loaded()
     try:
         nodes = list(yaml.compose_all(text, Loader=_Yaml12Loader))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        return [], [Problem("", f"YAML syntax error: {reason}", line, filename)]
+        out.problems.append(_yaml_error(exc, filename))
+        return out
+    except RecursionError:
+        out.problems.append(Problem("", "YAML is nested too deeply", None, filename))
+        return out
     index = -1
     for node in nodes:
         if node is None:
             continue
         index += 1
         lines: dict[tuple[str | int, ...], int] = {}
+        blocks: dict[tuple[str | int, ...], int] = {}
         doc_problems: list[Problem] = []
-        _walk_lines(node, (), lines, doc_problems)
-        data = _Yaml12Loader(text).construct_document(node)
-        problems.extend(_place(p, filename, index) for p in doc_problems)
+        try:
+            _walk_lines(node, (), lines, doc_problems, blocks)
+            data = _Yaml12Loader(text).construct_document(node)
+        except yaml.YAMLError as exc:
+            out.problems.append(_place(_yaml_error(exc, filename), filename, index))
+            continue
+        except RecursionError:
+            out.problems.append(Problem("", "YAML is nested too deeply", None, filename, index))
+            continue
+        out.problems.extend(_place(p, filename, index) for p in doc_problems)
         if not isinstance(data, dict):
-            problems.append(Problem("", "a document must be a mapping with apiVersion and "
-                                    "kind", lines.get(()), filename, index))
+            out.problems.append(Problem("", "a document must be a mapping with apiVersion and "
+                                        "kind", lines.get(()), filename, index))
             continue
         kind = data.get("kind")
         model: type[Any] | None = Cassette if kind == "Cassette" else KINDS.get(str(kind))
         if model is None:
             known = ", ".join([*KINDS, "Cassette"])
-            problems.append(Problem("kind", f"unknown kind {kind!r}; expected one of {known}",
-                                    lines.get(("kind",)), filename, index))
+            out.problems.append(Problem("kind", f"unknown kind {kind!r}; expected one of "
+                                        f"{known}", lines.get(("kind",)), filename, index))
             continue
         try:
             obj = model.model_validate(data)
         except ValidationError as exc:
-            problems.extend(
+            out.problems.extend(
                 _place(p, filename, index) for p in problems_from_validation(exc, model, lines)
             )
+            fixed = salvage(model, data)
+            if fixed is not None:
+                out.salvaged.append(Document(fixed.obj, filename, index, lines, blocks,
+                                             fixed.repaired))
+            else:
+                meta = data.get("metadata")
+                name = meta.get("name") if isinstance(meta, dict) else None
+                if isinstance(name, str):
+                    out.broken.add((str(kind), name))
             continue
-        docs.append(Document(obj, filename, index, lines))
-    return docs, problems
+        out.documents.append(Document(obj, filename, index, lines, blocks))
+    return out
+
+
+def load_documents(text: str, filename: str = "<input>") -> tuple[list[Document], list[Problem]]:
+    """Parse every YAML document in ``text``; return the valid ones and all problems."""
+    loaded = parse_documents(text, filename)
+    return loaded.documents, loaded.problems
 
 
 def _place(p: Problem, filename: str, index: int) -> Problem:
     return Problem(p.path, p.message, p.line, filename, index)
 
 
-def load_file(path: str | Path) -> tuple[list[Document], list[Problem]]:
-    """Read and parse one manifest file (``-`` is not supported; pass a path)."""
-    p = Path(path)
+def _read_text(path: str | Path) -> tuple[str | None, Problem | None]:
     try:
-        text = p.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8"), None
     except OSError as exc:
-        return [], [Problem("", f"cannot read file: {exc.strerror or exc}", None, str(path))]
+        return None, Problem("", f"cannot read file: {exc.strerror or exc}", None, str(path))
     except UnicodeDecodeError:
-        return [], [Problem("", "file is not UTF-8 text", None, str(path))]
-    return load_documents(text, str(path))
+        return None, Problem("", "file is not UTF-8 text", None, str(path))
+
+
+def read_file(path: str | Path) -> Loaded:
+    """Read and parse one manifest file (``-`` is not supported; pass a path)."""
+    text, problem = _read_text(path)
+    if text is None:
+        return Loaded(problems=[problem] if problem else [])
+    return parse_documents(text, str(path))
+
+
+def load_file(path: str | Path) -> tuple[list[Document], list[Problem]]:
+    """Read and parse one manifest file; the valid documents and all problems."""
+    loaded = read_file(path)
+    return loaded.documents, loaded.problems
+
+
+def load_cassette(path: str | Path) -> list[Problem]:
+    """Check a cassette file the way the replay provider reads it (YAML 1.1, one
+    document, the :class:`Cassette` schema); problems carry the cassette's own paths."""
+    text, problem = _read_text(path)
+    if text is None:
+        return [problem] if problem else []
+    name = str(path)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return []  # an empty cassette: every request will find no entry, but it loads
+        lines: dict[tuple[str | int, ...], int] = {}
+        _walk_lines(node, (), lines, [])
+        data = yaml.SafeLoader(text).construct_document(node)
+    except yaml.YAMLError as exc:
+        return [_yaml_error(exc, name)]
+    except RecursionError:
+        return [Problem("", "YAML is nested too deeply", None, name)]
+    if not isinstance(data, dict):
+        return [Problem("", f"a cassette must be a mapping with entries, got {type_word(data)}",
+                        lines.get(()), name)]
+    try:
+        Cassette.model_validate(data)
+    except ValidationError as exc:
+        return [Problem(p.path, p.message, p.line, name)
+                for p in problems_from_validation(exc, Cassette, lines)]
+    return []
 
 
 @dataclass
 class ManifestSet:
-    """All documents from a set of files, indexed by kind and name."""
+    """All documents from a set of files, indexed by kind and name.
+
+    ``documents`` are the valid ones, the only ones anything may run; ``salvaged`` and
+    ``broken`` serve validation (see :class:`Loaded`).
+    """
 
     documents: list[Document] = field(default_factory=list)
+    salvaged: list[Document] = field(default_factory=list)
+    broken: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, docs: list[Document]) -> None:
         """Add parsed documents."""
         self.documents.extend(docs)
 
+    def add_loaded(self, loaded: Loaded) -> None:
+        """Add what :func:`read_file` returned."""
+        self.documents.extend(loaded.documents)
+        self.salvaged.extend(loaded.salvaged)
+        self.broken |= loaded.broken
+
     def of_kind(self, kind: str) -> list[Document]:
         """Documents of one kind, in file order."""
         return [d for d in self.documents if d.kind == kind]
 
-    def templates(self) -> dict[str, AgentPipelineTemplate]:
-        """Templates by name."""
+    def _docs(self, salvaged: bool) -> list[Document]:
+        return [*self.documents, *self.salvaged] if salvaged else self.documents
+
+    def templates(self, salvaged: bool = False) -> dict[str, AgentPipelineTemplate]:
+        """Templates by name (with ``salvaged``: the repaired ones too, for validation)."""
         return {
             d.obj.metadata.name: d.obj
-            for d in self.documents
+            for d in self._docs(salvaged)
             if isinstance(d.obj, AgentPipelineTemplate)
         }
 
-    def providers(self) -> dict[str, ModelProvider]:
-        """Providers by name."""
+    def providers(self, salvaged: bool = False) -> dict[str, ModelProvider]:
+        """Providers by name (with ``salvaged``: the repaired ones too, for validation)."""
         return {
-            d.obj.metadata.name: d.obj for d in self.documents if isinstance(d.obj, ModelProvider)
+            d.obj.metadata.name: d.obj
+            for d in self._docs(salvaged) if isinstance(d.obj, ModelProvider)
         }

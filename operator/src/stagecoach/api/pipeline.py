@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, JsonValue, model_validator
 
-from ._base import ApiModel, Duration
+from ._base import ApiModel, Duration, PositiveDuration
 from .meta import ObjectMeta
 from .quantity import QUANTITY, resource_problems
 
@@ -259,7 +259,7 @@ class StageSpecBody(ApiModel):
     agent: AgentSpec | None = Field(None, description="An LLM call (exactly one of agent/run).")
     run: RunSpec | None = Field(None, description="A container (exactly one of agent/run).")
     retry: RetryPolicy | None = Field(None, description="Retry policy per attempt.")
-    timeout: Duration | None = Field(None, description="Deadline of one attempt.")
+    timeout: PositiveDuration | None = Field(None, description="Deadline of one attempt.")
     resources: Resources | None = Field(None, description="Pod resources in the cluster.")
 
     @model_validator(mode="after")
@@ -353,7 +353,7 @@ class Defaults(ApiModel):
 
     provider: str | None = Field(None, description="Default ModelProvider for agent stages.")
     model: str | None = Field(None, description="Default model for agent stages.")
-    timeout: Duration | None = Field(None, description="Default per-attempt timeout.")
+    timeout: PositiveDuration | None = Field(None, description="Default per-attempt timeout.")
     retry: RetryPolicy | None = Field(None, description="Default retry policy.")
 
 
@@ -389,12 +389,12 @@ class PipelineSpec(ApiModel):
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     max_parallel: int | None = Field(None, ge=1, description="Stages running at once.")
-    timeout: Duration | None = Field(None, description="Whole-pipeline deadline.")
+    timeout: PositiveDuration | None = Field(None, description="Whole-pipeline deadline.")
     budget: Budget | None = Field(None, description="Token budget.")
     storage: Storage | None = Field(None, description="Output and trace storage.")
     defaults: Defaults | None = Field(None, description="Stage defaults.")
     stages: list[Stage] | None = Field(
-        None, max_length=MAX_STAGES, description="The stages (unless templateRef).",
+        None, min_length=1, max_length=MAX_STAGES, description="The stages (unless templateRef).",
         json_schema_extra=_STAGE_LIST,
     )
     finally_: list[StageSpecBody] | None = Field(
@@ -431,7 +431,8 @@ class TemplateSpec(ApiModel):
     )
     defaults: Defaults | None = Field(None, description="Stage defaults.")
     stages: list[Stage] = Field(
-        max_length=MAX_STAGES, description="The stages.", json_schema_extra=_STAGE_LIST
+        min_length=1, max_length=MAX_STAGES, description="The stages.",
+        json_schema_extra=_STAGE_LIST,
     )
     finally_: list[StageSpecBody] | None = Field(
         None, alias="finally", description="Finally stages.", json_schema_extra=_STAGE_LIST

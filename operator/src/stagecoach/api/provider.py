@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ._base import ApiModel, Duration
+from ._base import ApiModel, PositiveDuration
 from .pipeline import SecretKeyRef
 
 __all__ = [
@@ -48,7 +48,7 @@ class ProviderLimits(ApiModel):
 class RequestPolicy(ApiModel):
     """HTTP behaviour inside one attempt."""
 
-    timeout: Duration = Field(timedelta(seconds=60), description="Per-request timeout.")
+    timeout: PositiveDuration = Field(timedelta(seconds=60), description="Per-request timeout.")
     retries: int = Field(3, ge=0, description="HTTP retries on 429/5xx inside one attempt.")
 
 

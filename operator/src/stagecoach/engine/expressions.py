@@ -4,7 +4,14 @@
 ``output`` are Jinja2 in a sandbox with StrictUndefined. Compilation is cached per
 source string. Evaluation returns the result together with the values the expression
 read, so every Decision in the trace shows *why*. A run-time failure is an
-:class:`ExpressionError` (class ``InvalidInput``), never a silent false. Pure: no I/O.
+:class:`ExpressionError` (class ``InvalidInput``), never a silent false.
+
+The ``check_*`` functions are the static half, used by validation: everything that
+would fail on *every* evaluation is found here, before anything runs — syntax, unknown
+variables, CEL functions the evaluator does not have, constant conditions of the wrong
+type, Jinja2 filters and tests that do not exist (Jinja2 itself reports an unknown test
+inside ``{% if %}`` only when the template renders), and ``include``/``import``/
+``extends``, for which there is no loader. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -18,17 +25,24 @@ from typing import Any
 
 import cel
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ..api import did_you_mean, show_value, type_word
+
 __all__ = [
+    "CEL_FUNCTIONS",
     "CelResult",
     "ExpressionError",
+    "SourceError",
+    "cel_stage_refs",
     "check_cel",
     "check_template",
     "evaluate_cel",
     "render_template",
     "template_env",
+    "template_error",
+    "template_stage_refs",
 ]
 
 _VARIABLES = ("params", "stages", "item", "index", "loop")
@@ -58,39 +72,128 @@ def _rewrite(source: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def _compile(source: str) -> Any:
+    code = _rewrite(source)
     try:
-        return cel.compile(_rewrite(source))
+        return cel.compile(code)
     except Exception as exc:  # the binding raises ValueError with the parser message
-        raise ExpressionError(_clean(str(exc))) from None
+        raise ExpressionError(_clean(str(exc), columns=code == source)) from None
 
 
-def _clean(message: str) -> str:
+_PARSE_PREFIX = re.compile(r"^Failed to parse expression .*?: ERROR: (?:<input>|expression):"
+                           r"(\d+):(\d+): ", re.DOTALL)
+
+
+def _clean(message: str, columns: bool = True) -> str:
+    """The parser's first error, without the echoed source and caret line (and without
+    the column when ``loop`` was renamed, which shifts them)."""
+    if "Recursion limit" in message:
+        return "expression is nested too deeply"
+    m = _PARSE_PREFIX.match(message)
+    if m:
+        first = message[m.end():].split(" ERROR: ")[0].split("\n")[0]
+        first = first.split(" | ")[0].strip()
+        return f"{first} (column {m.group(2)})" if columns else first
     return " ".join(message.replace("<input>", "expression").split())
 
 
-def check_cel(source: str) -> str | None:
-    """Return a syntax error message, or None when the expression compiles."""
+CEL_FUNCTIONS = frozenset({
+    "size", "int", "uint", "double", "string", "bytes", "dyn", "type", "duration",
+    "timestamp", "contains", "startsWith", "endsWith", "matches", "getFullYear", "getMonth",
+    "getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getHours", "getMinutes",
+    "getSeconds", "getMilliseconds",
+})
+"""The functions the CEL evaluator provides (the Rust ``cel`` crate's standard library;
+the binding's optional Python extras are not enabled). Macros (``has``, ``all``,
+``exists``, ``exists_one``, ``map``, ``filter``) expand before this list is consulted.
+A test checks every name against the evaluator, so an upgrade cannot drift silently."""
+
+_CEL_GO_EXTRAS = frozenset({
+    "bool", "max", "min", "sum", "charAt", "indexOf", "lastIndexOf", "substring", "replace",
+    "split", "join", "lowerAscii", "upperAscii", "trim", "reverse", "distinct", "flatten",
+    "slice", "sort", "first", "last", "format", "quote", "greatest", "least", "abs", "sign",
+    "ceil", "floor", "round", "trunc", "isNaN", "isInf", "isFinite", "sqrt", "now",
+})
+"""Functions of cel-go's extension libraries that users reach for and this evaluator
+lacks; they get a plain "not available" instead of a misleading suggestion."""
+_MACROS = ("has", "all", "exists", "exists_one", "map", "filter")
+_TYPE_NAMES = frozenset({"int", "uint", "double", "bool", "string", "bytes", "list", "map",
+                         "null_type", "type"})
+"""Type identifiers CEL accepts as values (``type(x) == string``)."""
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def check_cel(source: str, expect: str | None = None) -> str | None:
+    """Return why ``source`` cannot work, or None when it compiles and may.
+
+    ``expect`` is ``"bool"`` (``when``, ``routes[].when``) or ``"list"`` (``forEach``):
+    an expression that reads no variable is evaluated here and its type checked.
+    """
     if not source.strip():
         return "empty expression"
     try:
         program = _compile(source)
     except ExpressionError as exc:
         return str(exc)
-    unknown = [
-        v for v in (("loop" if n == _LOOP_ALIAS else n) for n in program.variables())
-        if v not in _VARIABLES and not _is_comprehension_var(source, v)
-    ]
+    unknown_fn = sorted(f for f in program.functions()
+                        if _IDENT.match(f) and f not in CEL_FUNCTIONS)
+    if unknown_fn:
+        name = unknown_fn[0]
+        if name in _CEL_GO_EXTRAS:
+            hint = "; write a > b ? a : b" if name in {"max", "min"} else ""
+            return (f"CEL function '{name}' is not available here (it belongs to a cel-go "
+                    f"extension library, not to standard CEL{hint})")
+        return f"unknown CEL function '{name}'{did_you_mean(name, [*CEL_FUNCTIONS, *_MACROS])}"
+    names = [("loop" if n == _LOOP_ALIAS else n) for n in program.variables()]
+    unknown = [v for v in names if v not in _VARIABLES and v not in _TYPE_NAMES
+               and not _is_comprehension_var(source, v)]
     if unknown:
         return (
             f"unknown variable {unknown[0]!r}; expressions can read "
             f"{', '.join(_VARIABLES)} (hyphenated stage names: stages['fact-check'])"
         )
+    if expect is not None and not [n for n in names if n not in _TYPE_NAMES]:
+        return _check_constant(program, expect)
+    return None
+
+
+def _check_constant(program: Any, expect: str) -> str | None:
+    """An expression without variables has one value; is it the kind needed?"""
+    try:
+        value = program.execute({})
+    except Exception as exc:
+        return f"always fails: {_short(str(exc))}"
+    shown = show_value(value)
+    got = type_word(value) + (f" ({shown})" if shown and value is not None else "")
+    if expect == "bool" and not isinstance(value, bool):
+        return f"must be a boolean condition, got {got}"
+    if expect == "list" and not isinstance(value, list):
+        return f"must yield a list, got {got}"
     return None
 
 
 def _is_comprehension_var(source: str, name: str) -> bool:
     return re.search(rf"\.(all|exists|exists_one|map|filter)\(\s*{re.escape(name)}\s*,", source) \
         is not None
+
+
+_CEL_STRING = r"""[rR]?(?:'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")"""
+_CEL_REF = re.compile(
+    rf"(?P<string>{_CEL_STRING})"
+    r"|(?<![.\w])stages\s*(?:\.\s*(?P<dot>[A-Za-z_][A-Za-z0-9_]*)"
+    rf"|\[\s*(?P<index>{_CEL_STRING})\s*\])"
+)
+
+
+def cel_stage_refs(source: str) -> set[str]:
+    """Stage names the expression reads as ``stages.x`` or ``stages['x']`` (string
+    literals elsewhere are not references)."""
+    out: set[str] = set()
+    for m in _CEL_REF.finditer(source):
+        if m.group("dot"):
+            out.add(m.group("dot"))
+        elif m.group("index"):
+            out.add(m.group("index").lstrip("rR")[1:-1])
+    return out
 
 
 _PATH = re.compile(
@@ -183,22 +286,106 @@ def template_env() -> jinja2.Environment:
 def _template(source: str) -> jinja2.Template:
     try:
         return template_env().from_string(source)
-    except jinja2.TemplateSyntaxError as exc:
+    except jinja2.TemplateSyntaxError as exc:  # includes unknown filters (an assertion)
         raise ExpressionError(f"line {exc.lineno}: {exc.message}") from None
+    except RecursionError:
+        raise ExpressionError(_TOO_DEEP) from None
 
 
-def check_template(source: str) -> str | None:
-    """Return a Jinja2 syntax error (or unknown top-level variable), or None."""
+_TOO_DEEP = "template is nested too deeply"
+
+
+@dataclass(frozen=True)
+class SourceError:
+    """Why a template cannot work, and the line of the template it is on (from 1)."""
+
+    message: str
+    line: int | None = None
+
+
+_NO_LOADER = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from",
+              nodes.Extends: "extends"}
+# Filters whose first argument names a filter or test: ``map('upper')``, ``select('odd')``.
+_NAMED_ARG = {"map": "filter", "select": "test", "reject": "test"}
+
+
+def template_error(source: str) -> SourceError | None:
+    """Everything that makes ``source`` fail on every render, or None.
+
+    Syntax, ``include``/``import``/``extends``/``from`` (no loader: a template is
+    self-contained), unknown filters and tests (also inside ``{% if %}``, where Jinja2
+    itself would wait until rendering) and unknown top-level variables.
+    """
+    env = template_env()
     try:
-        ast = template_env().parse(source)
+        ast = env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
-        return f"template syntax error at line {exc.lineno}: {exc.message}"
-    unknown = sorted(meta.find_undeclared_variables(ast) - set(_VARIABLES))
+        return SourceError(f"template syntax error: {exc.message}", exc.lineno)
+    except RecursionError:
+        return SourceError(_TOO_DEEP)
+    for node in ast.find_all(tuple(_NO_LOADER)):
+        tag = _NO_LOADER[type(node)]
+        return SourceError(f"{{% {tag} %}} is not supported: a template cannot load other "
+                           "templates; write the text inline", node.lineno)
+    for found in _unknown_names(ast, env):
+        return found
+    try:
+        unknown = sorted(meta.find_undeclared_variables(ast) - set(_VARIABLES))
+    except jinja2.TemplateSyntaxError as exc:  # what code generation still finds
+        return SourceError(f"template error: {exc.message}", exc.lineno)
+    except RecursionError:
+        return SourceError(_TOO_DEEP)
     if unknown:
-        return (
+        return SourceError(
             f"unknown variable {unknown[0]!r}; templates can read {', '.join(_VARIABLES)}"
         )
     return None
+
+
+def _unknown_names(ast: nodes.Template, env: jinja2.Environment) -> list[SourceError]:
+    out: list[SourceError] = []
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        assert isinstance(node, nodes.Filter | nodes.Test)
+        kind = "test" if isinstance(node, nodes.Test) else "filter"
+        names = [(kind, node.name)]
+        first = node.args[0] if node.args else None
+        if kind == "filter" and node.name in _NAMED_ARG and not node.kwargs \
+                and isinstance(first, nodes.Const) and isinstance(first.value, str):
+            names.append((_NAMED_ARG[node.name], first.value))
+        for what, name in names:
+            known = env.filters if what == "filter" else env.tests
+            if name not in known:
+                out.append(SourceError(f"unknown Jinja {what} '{name}'"
+                                       f"{did_you_mean(name, known)}", node.lineno))
+    return out
+
+
+def check_template(source: str) -> str | None:
+    """Return why ``source`` cannot render (see :func:`template_error`), or None."""
+    err = template_error(source)
+    if err is None:
+        return None
+    return err.message + (f" (template line {err.line})" if err.line and err.line > 1 else "")
+
+
+def template_stage_refs(source: str) -> set[str]:
+    """Stage names the template reads as ``stages.x`` or ``stages['x']``; empty when it
+    does not parse (:func:`template_error` says why)."""
+    try:
+        ast = template_env().parse(source)
+    except (jinja2.TemplateSyntaxError, RecursionError):
+        return set()
+    out: set[str] = set()
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        inner = node.node
+        if not (isinstance(inner, nodes.Name) and inner.name == "stages"):
+            continue
+        if isinstance(node, nodes.Getattr):
+            out.add(node.attr)
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+            out.add(node.arg.value)
+    return out
 
 
 class _Recorder(dict[str, Any]):
