@@ -48,6 +48,7 @@ async def run_attempt(
     workdir: str | os.PathLike[str] | None = None,
     environ: dict[str, str] | None = None,
     traceparent: str | None = None,
+    logs: str | os.PathLike[str] | None = None,
 ) -> AttemptResult:
     """Run ``spec`` against ``store`` and report the outcome (never raises for failures).
 
@@ -55,13 +56,15 @@ async def run_attempt(
     players, recorder); without one a private pool is built on ``transport`` and closed
     afterwards. ``trace_writer`` defaults to a :class:`TraceWriter` on ``store``.
     ``workdir`` keeps a run stage's input, output and logs (default: a temporary
-    directory removed afterwards). ``environ`` replaces ``os.environ`` for API keys and
+    directory removed afterwards). ``logs`` keeps a run stage's stdout and stderr
+    (``<logs>/<stage>/<iteration>[-<index>]-<attempt>.stdout|.stderr``; the local run
+    directory's ``logs/``). ``environ`` replaces ``os.environ`` for API keys and
     run-stage commands. With OpenTelemetry on (``OTEL_EXPORTER_OTLP_ENDPOINT``) the
     attempt is a span, child of ``traceparent`` (W3C), else of ``$TRACEPARENT``, else of
     the current context (:mod:`.telemetry`).
     """
     kw: dict[str, Any] = {"transport": transport, "clock": clock, "trace_writer": trace_writer,
-                          "pool": pool, "workdir": workdir, "environ": environ}
+                          "pool": pool, "workdir": workdir, "environ": environ, "logs": logs}
     span = telemetry.attempt_span(spec, traceparent=traceparent, environ=environ)
     if span is None:
         return await _attempt(spec, store, **kw)
@@ -81,6 +84,7 @@ async def _attempt(
     pool: ProviderPool | None,
     workdir: str | os.PathLike[str] | None,
     environ: dict[str, str] | None,
+    logs: str | os.PathLike[str] | None = None,
     observe: Callable[[TraceSink, Redactor], TraceSink] | None = None,
 ) -> AttemptResult:
     """:func:`run_attempt` without the span."""
@@ -104,7 +108,8 @@ async def _attempt(
         timeout = spec.stage.timeout.total_seconds() if spec.stage.timeout else None
         try:
             async with asyncio.timeout(timeout):
-                extra = await _run(spec, store, pool, trace, clock, meter, workdir, environ)
+                extra = await _run(spec, store, pool, trace, clock, meter, workdir, environ,
+                                   logs)
         except TimeoutError:
             limit = format_duration(spec.stage.timeout) if spec.stage.timeout else "?"
             raise AttemptError("Timeout", f"{spec.label} exceeded its timeout of {limit}") from None
@@ -150,6 +155,7 @@ async def _run(
     meter: TokenMeter,
     workdir: str | os.PathLike[str] | None,
     environ: dict[str, str] | None,
+    logs: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """The attempt body; returns the result fields beyond phase and tokens."""
     if spec.agent is not None:
@@ -172,9 +178,10 @@ async def _run(
     if spec.run is None:
         raise AttemptError("InvalidInput", "the stage has neither agent nor run")
     if workdir is not None:
-        return {"output_ref": await _run_stage(spec, store, trace, Path(workdir), environ)}
+        return {"output_ref": await _run_stage(spec, store, trace, Path(workdir), environ,
+                                               logs)}
     with tempfile.TemporaryDirectory(prefix=f"stagecoach-{spec.stage.name}-") as tmp:
-        return {"output_ref": await _run_stage(spec, store, trace, Path(tmp), environ)}
+        return {"output_ref": await _run_stage(spec, store, trace, Path(tmp), environ, logs)}
 
 
 async def _run_stage(
@@ -183,6 +190,7 @@ async def _run_stage(
     trace: TraceSink,
     dir: Path,
     environ: dict[str, str] | None,
+    logs: str | os.PathLike[str] | None = None,
 ) -> str:
     variables = await prepare_input(spec, store, dir)
     assert spec.run is not None
@@ -193,7 +201,7 @@ async def _run_stage(
             "input": clip(json.dumps(variables, ensure_ascii=False, default=str)),
         },
     )
-    result = await run_command(spec, dir, environ=environ)
+    result = await run_command(spec, dir, environ=environ, logs=logs)
     return await collect_output(
         spec, store, dir, result.exit_code, stderr_tail=result.stderr_tail, trace=trace
     )

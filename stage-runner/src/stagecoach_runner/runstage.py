@@ -5,7 +5,9 @@ Three steps, separate so the pod can split them across containers (DESIGN §6):
 :func:`run_command` (the user's container; locally a subprocess) runs the command, and
 :func:`collect_output` (the sidecar) checks and stores what the command wrote. Locally
 all three run here, in order, with the command in its own process group so cancellation
-(a timeout, Ctrl-C) kills it and everything it started.
+(a timeout, Ctrl-C) kills it and everything it started; given a logs directory, the
+command's stdout and stderr are kept there (:func:`log_paths`: the local run directory's
+``logs/``), else they live and die with the working directory (in a pod: the pod log).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "CommandResult",
     "RunPaths",
     "collect_output",
+    "log_paths",
     "prepare_input",
     "run_command",
 ]
@@ -70,6 +73,13 @@ class RunPaths:
     def stderr(self) -> Path:
         """The command's standard error."""
         return self.dir / "stderr.log"
+
+
+def log_paths(logs: str | os.PathLike[str], spec: AttemptSpec) -> tuple[Path, Path]:
+    """``<logs>/<stage>/<iteration>[-<index>]-<attempt>.stdout`` and ``.stderr``."""
+    index = "" if spec.index is None else f"-{spec.index}"
+    base = Path(logs) / spec.stage.name / f"{spec.iteration}{index}-{spec.attempt}"
+    return base.with_name(base.name + ".stdout"), base.with_name(base.name + ".stderr")
 
 
 @dataclass(frozen=True)
@@ -147,15 +157,22 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 
 async def run_command(
-    spec: AttemptSpec, dir: str | os.PathLike[str], *, environ: dict[str, str] | None = None
+    spec: AttemptSpec,
+    dir: str | os.PathLike[str],
+    *,
+    environ: dict[str, str] | None = None,
+    logs: str | os.PathLike[str] | None = None,
 ) -> CommandResult:
-    """Run the stage's command as a subprocess in its own process group."""
+    """Run the stage's command as a subprocess in its own process group; its stdout and
+    stderr go to ``logs`` (see :func:`log_paths`) when given, else into ``dir``."""
     run = spec.run
     assert run is not None
     paths = RunPaths(Path(dir))
     env = _environment(spec, paths, dict(os.environ if environ is None else environ))
     argv = [*run.command, *run.args]
-    with paths.stdout.open("wb") as out, paths.stderr.open("wb") as err:
+    stdout, stderr = (paths.stdout, paths.stderr) if logs is None else log_paths(logs, spec)
+    stdout.parent.mkdir(parents=True, exist_ok=True)
+    with stdout.open("wb") as out, stderr.open("wb") as err:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -173,7 +190,7 @@ async def run_command(
         except BaseException:
             await asyncio.shield(_kill(proc))
             raise
-    return CommandResult(code, _tail(paths.stderr))
+    return CommandResult(code, _tail(stderr))
 
 
 def _read_output(path: Path) -> bytes | None:

@@ -1,9 +1,12 @@
 """Rendering prompts: sandboxed Jinja2 with StrictUndefined (DESIGN §2).
 
 A template may read only the stage variables; a missing variable or attribute fails the
-attempt with ``InvalidInput`` naming it, never renders as an empty string. Attribute
-syntax prefers dictionary keys, so ``stages.scrape.output.items`` reads the key
-``items`` of a JSON output rather than the dict method. No side effects.
+attempt with ``InvalidInput`` naming its full path (``stages.src.output.title``) and the
+template line, never renders as an empty string. Attribute syntax prefers dictionary
+keys, so ``stages.scrape.output.items`` reads the key ``items`` of a JSON output rather
+than the dict method. Values print as JSON (:func:`stagecoach.api.rendering.as_text`):
+``null``, ``true``, ``{"a": 1}``, never Python's ``None``, ``True`` or ``{'a': 1}``.
+No side effects.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
+from stagecoach.api.rendering import as_text, render_error
 
 from .errors import AttemptError
 
@@ -26,7 +30,8 @@ class _Environment(SandboxedEnvironment):
         return super().getattr(obj, attribute)
 
 
-_ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV = _Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+                    finalize=as_text)
 
 
 def referenced_stages(*templates: str | None) -> set[str] | None:
@@ -64,13 +69,10 @@ def render(template: str, variables: Mapping[str, Any], *, field: str) -> str:
     """Render ``template``; ``field`` (``agent.prompt``) names it in error messages."""
     try:
         return _ENV.from_string(template).render(variables)
-    except jinja2.UndefinedError as e:
-        raise AttemptError("InvalidInput", f"{field}: undefined variable: {e.message}") from None
     except jinja2.TemplateSyntaxError as e:
         raise AttemptError(
             "InvalidInput", f"{field}: template syntax error at line {e.lineno}: {e.message}"
         ) from None
-    except jinja2.TemplateError as e:
-        raise AttemptError("InvalidInput", f"{field}: {type(e).__name__}: {e}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError) as e:
-        raise AttemptError("InvalidInput", f"{field}: {type(e).__name__}: {e}") from None
+    except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError) as e:
+        raise AttemptError("InvalidInput",
+                           f"{field}: {render_error(e, template, variables, _ENV)}") from None

@@ -71,7 +71,8 @@ def test_params_failure_exit_code_and_bad_input(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "cannot read file" in missing.stderr
     assert "Traceback" not in failed.stderr + bad.stderr + missing.stderr
     nodir = cli("trace", str(tmp_path / "nope"))
-    assert nodir.returncode == 1 and "Traceback" not in nodir.stderr
+    assert nodir.returncode == 1 and nodir.stdout == ""
+    assert nodir.stderr == f"stagecoach trace: {tmp_path / 'nope'}: no such run directory\n"
 
 
 def test_ctrl_c_cancels_stops_the_subprocess_and_flushes_the_trace(tmp_path: Path) -> None:
@@ -98,12 +99,19 @@ def test_ctrl_c_cancels_stops_the_subprocess_and_flushes_the_trace(tmp_path: Pat
         raise AssertionError(f"the stage never started:\n{out}\n{err}")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, out + err
+    assert proc.returncode == 130, out + err  # what a shell expects after Ctrl-C
     assert "Traceback" not in err
     d = next((tmp_path / "runs").iterdir())
-    assert json.loads((d / "status.json").read_text())["phase"] == "Cancelled"
-    last = json.loads((d / "trace.jsonl").read_text().splitlines()[-1])
+    status = json.loads((d / "status.json").read_text())
+    assert status["phase"] == "Cancelled"
+    [stage] = status["stages"]
+    assert (stage["phase"], stage["attempt"], stage["reason"]) == ("Failed", 1, "Cancelled")
+    events = [json.loads(ln) for ln in (d / "trace.jsonl").read_text().splitlines()]
+    last = events[-1]
     assert last["type"] == "PipelineFailed" and last["data"]["phase"] == "Cancelled"
+    [end] = [e for e in events if e["type"] == "StageFailed"]  # the attempt's end, recorded
+    assert (end["attempt"], end["data"]["errorClass"]) == (1, "Cancelled")
+    assert isinstance(end["data"]["durationMs"], int)
     time.sleep(0.2)
     try:
         os.kill(int(pidfile.read_text()), 0)
@@ -111,3 +119,79 @@ def test_ctrl_c_cancels_stops_the_subprocess_and_flushes_the_trace(tmp_path: Pat
     except ProcessLookupError:
         alive = False
     assert not alive, "the stage's process survived the cancellation"
+
+
+def _replay_manifest(path: Path, cassette: str) -> None:
+    path.write_text(f"""apiVersion: stagecoach.dev/v1alpha1
+kind: ModelProvider
+metadata: {{name: replay}}
+spec: {{type: replay, cassette: {{path: {cassette}}}}}
+---
+apiVersion: stagecoach.dev/v1alpha1
+kind: AgentPipeline
+metadata: {{name: rec}}
+spec:
+  params: {{xs: [a, b]}}
+  defaults: {{provider: replay, retry: {{limit: 1, backoff: {{initial: 100ms}}}}}}
+  stages:
+  - name: plan
+    agent: {{prompt: "plan", output: {{format: json, schema: {{type: object, required: [n]}}}}}}
+  - name: each
+    dependsOn: [plan]
+    forEach: params.xs
+    agent: {{prompt: "{{{{ item }}}}"}}
+  output: "{{{{ stages.plan.output.n }}}} {{{{ stages.each.output | tojson }}}}"
+""")
+
+
+def test_record_of_a_replayed_run_replays_the_same_run(tmp_path: Path) -> None:
+    (tmp_path / "cassette.yaml").write_text("""apiVersion: stagecoach.dev/v1alpha1
+kind: Cassette
+entries:
+- {stage: plan, error: {status: 429, retryAfter: 0.1}}
+- {stage: plan, response: {content: "not json", usage: {input: 3, output: 1}}}
+- {stage: plan, response: {content: '{"n": 2}', usage: {input: 5, output: 2}}}
+- {stage: each, index: 1, response: {content: B, usage: {input: 1, output: 1}}}
+- {stage: each, index: 0, response: {content: A, usage: {input: 1, output: 1}}}
+""")
+    _replay_manifest(tmp_path / "p.yaml", "cassette.yaml")
+    first = cli("run", str(tmp_path / "p.yaml"), "--store", str(tmp_path / "runs"),
+                "--record", str(tmp_path / "rec.yaml"))
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "cassette recorded: " in first.stdout and "(5 entries)" in first.stdout
+    recorded = (tmp_path / "rec.yaml").read_text()
+    assert "status: 429" in recorded and "not json" in recorded
+
+    _replay_manifest(tmp_path / "q.yaml", "rec.yaml")
+    again = cli("run", str(tmp_path / "q.yaml"), "--store", str(tmp_path / "runs2"))
+    assert again.returncode == 0, again.stdout + again.stderr
+    outputs = [(run_dir(p) / "output.txt").read_text() for p in (first, again)]
+    assert outputs[0] == outputs[1] == '2 ["A", "B"]'
+
+    def shape(proc: subprocess.CompletedProcess[str]) -> list[tuple[str, str, int | None]]:
+        events = [json.loads(ln) for ln in (run_dir(proc) / "trace.jsonl").read_text()
+                  .splitlines()]
+        return sorted((e["type"], e["stage"], e["attempt"]) for e in events
+                      if e["type"] in {"StageFailed", "StageSucceeded", "ProviderRetry"})
+
+    assert shape(first) == shape(again)
+
+
+def test_run_stage_logs_are_kept_and_linked_from_the_report(tmp_path: Path) -> None:
+    manifest = tmp_path / "logs.yaml"
+    code = "import sys; print('to stdout'); print('to stderr', file=sys.stderr)"
+    manifest.write_text(
+        "apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: logs}\n"
+        "spec:\n  params: {xs: [1, 2]}\n  stages:\n  - name: s\n    run:\n      image: x\n"
+        f"      command: [{sys.executable}, -c, {json.dumps(code)}]\n"
+        "  - name: fan\n    forEach: params.xs\n    run:\n      image: x\n"
+        f"      command: [{sys.executable}, -c, {json.dumps(code)}]\n")
+    proc = cli("run", str(manifest), "--store", str(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    d = run_dir(proc)
+    assert (d / "logs/s/1-1.stdout").read_text() == "to stdout\n"
+    assert (d / "logs/s/1-1.stderr").read_text() == "to stderr\n"
+    assert (d / "logs/fan/1-1-1.stdout").read_text() == "to stdout\n"
+    html = (d / "report.html").read_text()
+    for link in ("logs/s/1-1.stdout", "logs/s/1-1.stderr", "logs/fan/1-0-1.stdout"):
+        assert f'href="{link}"' in html

@@ -50,7 +50,8 @@ def manifest(spec: dict[str, Any], cassette: list[dict[str, Any]] | None = None,
 
 async def execute(tmp: Path, spec: dict[str, Any], cassette: list[dict[str, Any]] | None = None,
                   cancel_after: float | None = None,
-                  provider: dict[str, Any] | None = None) -> tuple[Any, list[dict[str, Any]]]:
+                  provider: dict[str, Any] | None = None,
+                  run_dirs: list[Path] | None = None) -> tuple[Any, list[dict[str, Any]]]:
     if cassette is not None:
         (tmp / "cassette.yaml").write_text(yaml.safe_dump(
             {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "Cassette", "entries": cassette}))
@@ -63,6 +64,8 @@ async def execute(tmp: Path, spec: dict[str, Any], cassette: list[dict[str, Any]
     from datetime import UTC, datetime
 
     run_dir = new_run_dir(tmp / "runs", "t", datetime.now(UTC))
+    if run_dirs is not None:
+        run_dirs.append(run_dir.path)
     async with ProviderPool(base_dir=str(tmp)) as pool:
         ex = LocalExecutor(resolved, providers, run_dir, pool,
                            options=RunOptions(base_dir=str(tmp)))
@@ -105,6 +108,9 @@ async def test_cancel_stops_the_subprocess_and_flushes_the_trace(tmp_path: Path)
                               cancel_after=1.5)
     assert state.phase == "Cancelled"
     assert ev[-1]["type"] == "PipelineFailed" and ev[-1]["data"]["phase"] == "Cancelled"
+    [end] = [e for e in ev if e["type"] == "StageFailed"]  # the engine ends what it stops
+    assert (end["stage"], end["attempt"], end["data"]["errorClass"]) == ("slow", 1, "Cancelled")
+    assert end["data"]["durationMs"] >= 1000
     pid = int(pidfile.read_text())
     await asyncio.sleep(0.2)
     with pytest.raises(ProcessLookupError):
@@ -121,6 +127,35 @@ async def test_attempt_timeout_is_classed_timeout_and_retried(tmp_path: Path) ->
     assert state.phase == "Succeeded"
     failed = [e for e in ev if e["type"] == "StageFailed"]
     assert failed[0]["data"]["errorClass"] == "Timeout" and failed[0]["data"]["willRetry"]
+    assert failed[0]["data"]["durationMs"] >= 1000  # not null: the engine timed it out
+
+
+async def test_ctrl_c_during_a_retry_backoff_leaves_the_stage_failed_with_its_attempt(
+        tmp_path: Path) -> None:
+    dirs: list[Path] = []
+    state, _ = await execute(tmp_path, {"stages": [
+        {"name": "s", "retry": {"limit": 2, "backoff": {"initial": "30s"}},
+         **sh("import sys; sys.exit(2)")}]}, cancel_after=1.5, run_dirs=dirs)
+    assert state.phase == "Cancelled"
+    [s] = json.loads((dirs[0] / "status.json").read_text())["stages"]
+    assert (s["phase"], s["attempt"], s["reason"]) == ("Failed", 1, "Cancelled")
+    assert "retry did not start" in s["message"]
+
+
+async def test_a_for_each_over_an_empty_list_is_in_the_trace_and_the_report(
+        tmp_path: Path) -> None:
+    from stagecoach.report import load_run, render_terminal
+
+    dirs: list[Path] = []
+    state, ev = await execute(tmp_path, {"params": {"xs": []}, "stages": [
+        {"name": "fan", "forEach": "params.xs", **sh(WRITE_OK)}]}, run_dirs=dirs)
+    assert state.phase == "Succeeded"
+    [done] = [e for e in ev if e["type"] == "StageSucceeded"]
+    assert (done["stage"], done["data"]["instances"]) == ("fan", 0)
+    (dirs[0] / "trace.jsonl").write_text("".join(json.dumps(e) + "\n" for e in ev))
+    text = render_terminal(load_run(dirs[0]))
+    assert any(line.startswith("  fan ") and "nothing to run" in line
+               for line in text.splitlines())
 
 
 async def test_failure_continue_and_finally(tmp_path: Path) -> None:
@@ -150,6 +185,25 @@ async def test_budget_exhaustion_fails_with_budget_exceeded(tmp_path: Path) -> N
     assert state.phase == "Failed" and state.reason == "BudgetExceeded"
     assert state.stages["b"].phase == "Skipped"
     assert any(e["type"] == "BudgetExceeded" for e in ev)
+
+
+async def test_budget_stop_with_instances_queued_tells_the_truth(tmp_path: Path) -> None:
+    cassette = [{"stage": "f", "index": i, "response": {"content": "x",
+                                                        "usage": {"input": 60, "output": 0}}}
+                for i in range(4)]
+    dirs: list[Path] = []
+    state, _ = await execute(tmp_path, {
+        "maxParallel": 1, "budget": {"maxTokens": 100}, "params": {"xs": [1, 2, 3, 4]},
+        "defaults": {"provider": "replay"},
+        "stages": [{"name": "f", "forEach": "params.xs", "agent": {"prompt": "hi"}}]},
+        cassette, run_dirs=dirs)
+    assert state.phase == "Failed" and state.reason == "BudgetExceeded"
+    status = json.loads((dirs[0] / "status.json").read_text())
+    [f] = status["stages"]
+    assert (f["phase"], f["reason"], f["attempt"]) == ("Failed", "BudgetExceeded", 1)
+    assert f["instances"] == {"total": 4, "succeeded": 2, "failed": 0, "running": 0}
+    used = status["tokens"]["input"] + status["tokens"]["output"]
+    assert used == 120 and f"{used} of 100 tokens" in status["message"]
 
 
 async def test_replay_429_retried_and_malformed_json_retried(tmp_path: Path) -> None:

@@ -111,6 +111,15 @@ async def test_exit_3_is_error_with_stderr_tail(store: LocalStore, tmp_path: Pat
     assert len(result.to_termination_message()) < 4096
 
 
+async def test_logs_are_kept_where_asked(store: LocalStore, tmp_path: Path) -> None:
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    spec = _spec(tmp_path, script, attempt=2)
+    result = await run_attempt(spec, store, clock=FakeClock(), logs=tmp_path / "logs")
+    assert not result.ok and "err" in (result.message or "")  # the tail still comes along
+    assert (tmp_path / "logs/scrape/1-1-2.stdout").read_text() == "out\n"
+    assert (tmp_path / "logs/scrape/1-1-2.stderr").read_text() == "err\n"
+
+
 async def test_bad_json_is_malformed_output(store: LocalStore, tmp_path: Path) -> None:
     script = "import os; open(os.environ['STAGECOACH_OUTPUT'], 'w').write('{oops')"
     result = await run_attempt(

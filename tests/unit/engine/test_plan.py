@@ -191,7 +191,8 @@ def test_back_edge_bounded_by_max_iterations_then_continues() -> None:
     assert r.state.stages["research"].iteration == 3
     assert r.state.phase == "Succeeded"
     last = [a for a in r.of(RecordDecision) if isinstance(a, RecordDecision)][-1]
-    assert last.action == "continue" and "used all 3" in (last.error or "")
+    assert last.action == "continue" and "used all 3" in (last.note or "")
+    assert last.error is None  # continuing is the configured outcome, not an error
 
 
 def test_back_edge_exhausted_with_otherwise_fail() -> None:

@@ -48,7 +48,8 @@ def test_loop_marks_the_new_iteration() -> None:
 def test_tokens_per_stage_and_total() -> None:
     data = _data()
     by_stage = {k: (v.input, v.output) for k, v in data.tokens_by_stage().items()}
-    assert by_stage == {"research": (220, 110), "verify": (80, 20), "qa": (60, 13)}
+    assert by_stage == {"research": (220, 110), "scrape": (0, 0), "verify": (80, 20),
+                        "qa": (60, 13)}  # scrape ran and used none: still a row
     assert (data.tokens_total().input, data.tokens_total().output) == (360, 143)
 
 

@@ -127,3 +127,18 @@ async def test_recorder_round_trip(tmp_path: Path) -> None:
     assert clock.sleeps[0] == clock2.sleeps[0] == 1.0  # Retry-After; the rest has jitter
     text = (tmp_path / "rec.yaml").read_text()
     assert "kind: Cassette" in text and "retryAfter: 1" in text and "timeout: true" in text
+
+
+async def test_a_recording_pool_records_replayed_answers_too() -> None:
+    from stagecoach_runner.providers import ProviderPool
+
+    recorder = Recorder()
+    pool = ProviderPool(players={"r": CassettePlayer.from_bytes(CASSETTE)}, recorder=recorder)
+    provider = pool.get("r", SPEC)
+    clock = FakeClock()
+    await complete(provider, _req("c"), clock=clock)
+    with pytest.raises(AttemptError):  # no entry: not an answer, nothing recorded
+        await complete(provider, _req("zzz"), clock=clock)
+    kinds = [("error" if e.error else "response") for e in recorder.cassette.entries]
+    assert kinds == ["error", "error", "error", "response"]
+    assert {e.stage for e in recorder.cassette.entries} == {"c"}

@@ -94,3 +94,34 @@ def test_fit_truncate_gives_up_when_template_alone_is_too_big() -> None:
 def test_count_tokens_known_and_unknown_models() -> None:
     assert count_tokens("hello world", "gpt-4o") == 2
     assert count_tokens("hello world", "some-local-llama") == 2
+
+
+def test_values_print_as_json_and_tojson_is_unchanged() -> None:
+    v = {**VARS, "params": {"n": None, "yes": True, "no": False, "obj": {"b": None, "a": 1},
+                            "xs": [1, None]}}
+    assert render("{{ params.n }} {{ params.yes }} {{ params.no }}", v, field="f") == \
+        "null true false"
+    assert render("{{ params.obj }} {{ params.xs }}", v, field="f") == \
+        '{"b": null, "a": 1} [1, null]'
+    assert render("{{ params.obj | tojson }}", v, field="f") == '{"a": 1, "b": null}'
+    assert render("{{ 3 }} {{ 'None' }} {{ 1.5 }}", v, field="f") == "3 None 1.5"
+    assert render("{% if params.n is none %}empty{% endif %}", v, field="f") == "empty"
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("Title:\n\n{{ stages.scrape.output.title }}",
+         "agent.prompt: line 3: undefined variable: stages.scrape.output.title "
+         "(stages.scrape.output has no key 'title'; its keys: items)"),
+        ("{{ stages.scrape.output['items'][5] }}",
+         "agent.prompt: line 1: undefined variable: stages.scrape.output.items[5] "
+         "(stages.scrape.output.items has 2 items)"),
+        ("{{ loop.from }}\n{{ item.name }}",
+         "agent.prompt: line 2: undefined variable: item.name (item is null)"),
+    ],
+)
+def test_undefined_variable_names_its_full_path_and_line(template: str, expected: str) -> None:
+    with pytest.raises(AttemptError) as err:
+        render(template, VARS, field="agent.prompt")
+    assert err.value.message == expected

@@ -1,9 +1,10 @@
 """``stagecoach run FILE``: validate, resolve and execute a pipeline locally.
 
 Prints the run directory, live progress, then a trace summary; exit 0 only when the
-pipeline Succeeded. ``-p k=v`` sets parameters (values parsed as YAML scalars),
-``--providers FILE`` adds ModelProviders, ``--record CASSETTE`` records every provider
-answer into a cassette that replays the run offline. With ``spec.storage.type: s3``
+pipeline Succeeded, 130 when it was cancelled (Ctrl-C, SIGINT or SIGTERM), else 1.
+``-p k=v`` sets parameters (values parsed as YAML scalars), ``--providers FILE`` adds
+ModelProviders, ``--record CASSETTE`` records every provider answer (replayed ones too)
+into a cassette that replays the run offline. With ``spec.storage.type: s3``
 outputs and the trace live in the bucket (under ``<prefix>/local/<pipeline>/<run>/``,
 credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); the run directory
 still gets status, the exported trace, the final output and the report.
@@ -37,7 +38,15 @@ from ..local.progress import make_progress
 from ..store import OUTPUTS, Store, StoreError, open_store, s3_store_ref
 from .validate import load_manifests
 
-__all__ = ["parse_params", "run_pipeline"]
+__all__ = ["EXIT_CANCELLED", "exit_code", "parse_params", "run_pipeline"]
+
+EXIT_CANCELLED = 130
+"""What a shell expects of a command interrupted by SIGINT (128 + 2)."""
+
+
+def exit_code(phase: str) -> int:
+    """0 for Succeeded, 130 for Cancelled, else 1."""
+    return 0 if phase == "Succeeded" else EXIT_CANCELLED if phase == "Cancelled" else 1
 
 
 def parse_params(items: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
@@ -182,7 +191,9 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
     write_report(run_dir.path, run_dir.report)
     if recorder is not None and record is not None:
         recorder.save(record)
-        print(f"cassette recorded: {record}")
+        n = len(recorder.cassette.entries)
+        print(f"cassette recorded: {record} ({n} entr{'y' if n == 1 else 'ies'})" if n else
+              f"cassette recorded: {record} has no entries: no stage called a model provider")
     print(summary_text(run_dir.path))
     print(f"report: {run_dir.report}")
-    return 0 if state.phase == "Succeeded" else 1
+    return exit_code(state.phase)

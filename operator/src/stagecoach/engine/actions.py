@@ -73,13 +73,14 @@ class StartAttempt(Action):
 
 @dataclass(frozen=True)
 class StopAttempt(Action):
-    """Stop a running attempt (timeout, cancellation, pipeline deadline)."""
+    """Stop a running attempt (timeout, cancellation, pipeline deadline, superseded)."""
 
     reason: str = "Timeout"
     message: str = ""
 
     def event(self) -> None:
-        """The matching StageFailed is emitted by the failure handling, not here."""
+        """The attempt's end, ``StageFailed`` (class ``Timeout`` or ``Cancelled``), is a
+        separate action the engine emits with every stop."""
         return None
 
 
@@ -140,6 +141,9 @@ class RecordDecision(Action):
     action: str = "run"  # run | skip | goto | continue | fail
     target: str | None = None
     error: str | None = None
+    note: str | None = None
+    """Why the action differs from what the result asked for (an exhausted back-edge
+    that continues), without being an error."""
 
     def event(self) -> dict[str, Any]:
         """``Decision``."""
@@ -154,6 +158,8 @@ class RecordDecision(Action):
             data["target"] = self.target
         if self.error:
             data["error"] = self.error
+        if self.note:
+            data["note"] = self.note
         return self._evt("Decision", data)
 
 

@@ -29,6 +29,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..api import did_you_mean, show_value, type_word
+from ..api.rendering import as_text, render_error
 
 __all__ = [
     "CEL_FUNCTIONS",
@@ -49,7 +50,14 @@ _VARIABLES = ("params", "stages", "item", "index", "loop")
 
 
 class ExpressionError(Exception):
-    """A CEL or Jinja2 expression failed to compile or to evaluate."""
+    """A CEL or Jinja2 expression failed to compile or to evaluate.
+
+    ``reads``: the values a failed CEL evaluation read (recorded in its Decision).
+    """
+
+    def __init__(self, message: str, reads: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.reads: dict[str, Any] = dict(reads or {})
 
 
 @dataclass(frozen=True)
@@ -249,12 +257,13 @@ def evaluate_cel(source: str, variables: Mapping[str, Any]) -> CelResult:
     try:
         value = program.execute(context)
     except KeyError as exc:
-        raise ExpressionError(f"{source!r}: no such key {exc.args[0]!r}") from None
+        raise ExpressionError(f"{source!r}: no such key {exc.args[0]!r}",
+                              _reads(source, variables)) from None
     except Exception as exc:
-        reads = ", ".join(f"{k} = {json.dumps(v, default=str)}"
-                          for k, v in _reads(source, variables).items())
+        read = _reads(source, variables)
+        reads = ", ".join(f"{k} = {json.dumps(v, default=str)}" for k, v in read.items())
         hint = f" (read: {reads})" if reads else ""
-        raise ExpressionError(f"{source!r}: {_short(str(exc))}{hint}") from None
+        raise ExpressionError(f"{source!r}: {_short(str(exc))}{hint}", read) from None
     return CelResult(value, _reads(source, variables))
 
 
@@ -276,7 +285,8 @@ def _cel_value(value: Any) -> Any:
 def template_env() -> jinja2.Environment:
     """The sandboxed Jinja2 environment shared by the engine and the runner."""
     env = ImmutableSandboxedEnvironment(
-        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+        undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True,
+        finalize=as_text,  # null, true, JSON objects: as the runner prints them
     )
     env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
     return env
@@ -416,10 +426,10 @@ def render_template(source: str, variables: Mapping[str, Any]) -> tuple[str, lis
         values["stages"] = _Recorder(values["stages"], seen)
     try:
         text = template.render(values)
-    except jinja2.UndefinedError as exc:
-        raise ExpressionError(f"undefined variable: {exc.message}") from None
+    except jinja2.UndefinedError as exc:  # names the line and the full path
+        raise ExpressionError(render_error(exc, source, variables, template_env())) from None
     except jinja2.TemplateError as exc:
         raise ExpressionError(str(exc)) from None
     except Exception as exc:  # e.g. a TypeError inside a filter
-        raise ExpressionError(f"{type(exc).__name__}: {exc}") from None
+        raise ExpressionError(render_error(exc, source, variables, template_env())) from None
     return text, sorted(seen)

@@ -160,6 +160,10 @@ class _Planner:
     def _key(self, run: StageRun, inst: Instance) -> str:
         return f"{self.p.uid}/{run.name}/{run.iteration}/{inst.index}/{inst.attempt}"
 
+    def elapsed_ms(self, inst: Instance) -> int | None:
+        """How long the instance's current attempt has run (for attempts the engine ends)."""
+        return policies.elapsed_ms(inst.started_at, self.now)
+
     # -- attempt results -----------------------------------------------------------
     def attempt_failed(self, stage: ResolvedStage, run: StageRun, inst: Instance,
                        error_class: str, message: str, duration_ms: int | None,
@@ -255,8 +259,8 @@ class _Planner:
                     if inst.phase == "Running":
                         self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
                                               reason="Timeout", message=self.st.failure[1]))
-                        self.attempt_failed(s, run, inst, "Timeout", self.st.failure[1], None,
-                                            retry=False)
+                        self.attempt_failed(s, run, inst, "Timeout", self.st.failure[1],
+                                            self.elapsed_ms(inst), retry=False)
         for s in self.p.all_stages:
             run = self.st.stages[s.name]
             for inst in run.instances:
@@ -266,15 +270,19 @@ class _Planner:
                         if s.timeout else "attempt timed out"
                     self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
                                           reason="Timeout", message=msg))
-                    self.attempt_failed(s, run, inst, "Timeout", msg, None)
+                    self.attempt_failed(s, run, inst, "Timeout", msg, self.elapsed_ms(inst))
 
     def check_budget(self) -> None:
-        if self.st.budget_exceeded or not policies.over_budget(self.p.max_tokens,
-                                                               self.st.tokens):
+        msg = policies.budget_message(self.p.max_tokens, self.st.tokens)
+        if self.st.budget_exceeded:
+            # Attempts running when the budget ran out finish and add their tokens: the
+            # message always states the current total, the same figure as status.tokens.
+            if self.st.failure is not None and self.st.failure[0] == "BudgetExceeded":
+                self.st.failure = ("BudgetExceeded", msg)
+            return
+        if not policies.over_budget(self.p.max_tokens, self.st.tokens):
             return
         self.st.budget_exceeded = True
-        msg = (f"token budget used up: {self.st.tokens.total} of {self.p.max_tokens} "
-               "tokens; no new stage starts")
         self.emit(StageEvent(type="BudgetExceeded", data={
             "used": self.st.tokens.total, "maxTokens": self.p.max_tokens}))
         if self.st.failure is None:
@@ -287,7 +295,8 @@ class _Planner:
             res = evaluate_cel(expression, variables(self.st, run.name, None, self.p.params))
         except ExpressionError as exc:
             self.emit(RecordDecision(run.name, run.iteration, None, None, kind=kind,
-                                     expression=expression, action="fail", error=str(exc)))
+                                     expression=expression, values=dict(exc.reads),
+                                     action="fail", error=str(exc)))
             self.fail_stage(stage, run, "InvalidInput", f"{kind}: {exc}")
             return None, None
         if kind == "forEach":
@@ -324,9 +333,12 @@ class _Planner:
             self.st.failure = ("StageFailed",
                                f"stage {run.name} failed ({error_class}): {message}")
 
-    def skip(self, run: StageRun, reason: str) -> None:
-        run.phase, run.reason, run.finished_at = "Skipped", reason, self.now
-        run.instances = [i for i in run.instances if i.phase in {"Succeeded", "Failed"}]
+    def skip(self, run: StageRun, reason: str, message: str | None = None) -> None:
+        run.phase, run.reason, run.message, run.finished_at = (
+            "Skipped", reason, message, self.now)
+        for inst in run.instances:  # kept: status counts every forEach item
+            if inst.phase not in {"Succeeded", "Failed"}:
+                inst.phase = "Skipped"
         self.emit(SkipStage(run.name, run.iteration, None, None, reason=reason))
 
     def advance(self, stages: Iterable[ResolvedStage], regular: bool) -> bool:
@@ -457,6 +469,10 @@ class _Planner:
             run.output_iteration = run.iteration
             return True
         run.phase, run.reason, run.message = "Succeeded", None, None
+        if not run.instances:  # forEach over an empty list: no attempt, still an end event
+            self.emit(StageEvent(run.name, run.iteration, None, None, type="StageSucceeded",
+                                 data={"durationMs": 0, "tokens": {"input": 0, "output": 0},
+                                       "outputRef": None, "instances": 0}))
         run.output = outputs if run.fan_out else outputs[0]
         run.output_ref = None if run.fan_out else run.instances[0].output_ref
         run.output_iteration = run.iteration
@@ -495,7 +511,7 @@ class _Planner:
                 self.emit(RecordDecision(run.name, run.iteration, None, None, kind="route",
                                          expression=route.when, values=reads, result=True,
                                          action="continue", target=route.goto,
-                                         error=exhausted))
+                                         note=exhausted))
             return
 
     def reset(self, target: str, origin: str, reason: str) -> None:
@@ -507,9 +523,10 @@ class _Planner:
             run = self.st.stages[name]
             for inst in run.instances:
                 if inst.phase == "Running":
+                    why = f"superseded: {origin} routed back to {target}"
                     self.emit(StopAttempt(name, run.iteration, inst.attempt, inst.index,
-                                          reason="Superseded",
-                                          message=f"{origin} routed back to {target}"))
+                                          reason="Superseded", message=why))
+                    self.emit(self.attempt_end(run, inst, "Cancelled", why))
             if run.phase == "Pending" and not run.instances and name != target:
                 continue
             run.iteration += 1
@@ -523,35 +540,86 @@ class _Planner:
 
     def wind_down(self) -> None:
         """The pipeline is failing and nothing runs: settle the stages that never will."""
-        reason = self.st.failure[0] if self.st.failure else "PipelineFailed"
+        reason, why = self.st.failure or ("PipelineFailed", "the pipeline failed")
         for s in self.p.stages:
             run = self.st.stages[s.name]
-            if run.phase in TERMINAL:
-                continue
-            if any(i.phase == "Failed" for i in run.instances):
-                failed = next(i for i in run.instances if i.phase == "Failed")
-                run.phase, run.reason, run.message = "Failed", failed.reason, failed.message
-                run.finished_at = self.now
-            else:
-                self.skip(run, reason)
+            if run.phase not in TERMINAL:
+                self.halt(run, reason, why)
 
     def cancel(self) -> None:
+        """Terminate (Ctrl-C): stop every running attempt; ``finally`` does not run."""
         for s in self.p.all_stages:
             run = self.st.stages[s.name]
-            if run.phase in TERMINAL:
-                continue
-            stopped = False
-            for inst in run.instances:
-                if inst.phase == "Running":
-                    self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
-                                          reason="Cancelled", message="pipeline cancelled"))
-                    inst.phase, inst.reason, inst.finished_at = "Failed", "Cancelled", self.now
-                    stopped = True
-            if stopped:
-                run.phase, run.reason, run.finished_at = "Failed", "Cancelled", self.now
-            else:
-                self.skip(run, "Cancelled")
+            if run.phase not in TERMINAL:
+                self.halt(run, "Cancelled", "pipeline cancelled")
         self.end("Cancelled", "Cancelled", "pipeline cancelled")
+
+    def attempt_end(self, run: StageRun, inst: Instance, error_class: str,
+                    message: str) -> StageEvent:
+        """The StageFailed of an attempt the engine stops (it will not report back)."""
+        return StageEvent(run.name, run.iteration, inst.attempt, inst.index,
+                          type="StageFailed", data={
+                              "errorClass": error_class, "message": message,
+                              "willRetry": False, "durationMs": self.elapsed_ms(inst)})
+
+    def halt(self, run: StageRun, reason: str, why: str) -> None:
+        """End a stage the pipeline stops before it finished (``why``: the cause).
+
+        Running attempts are stopped, each recorded as ``StageFailed``; an instance
+        waiting for its retry fails without it; instances that never started stay
+        unstarted (still counted in ``instances.total``). A stage with no attempt at all
+        is Skipped; otherwise it is Failed, keeping its real attempt count, with its own
+        failure when it had one, else the cause (class ``Timeout``, ``BudgetExceeded`` or
+        ``Cancelled``).
+        """
+        cls = policies.halt_class(reason)
+        own = next((i for i in run.instances if i.phase == "Failed"), None)
+        notes: list[str] = []
+        for inst in run.instances:
+            where = run.name if inst.index is None else f"{run.name}[{inst.index}]"
+            if inst.phase == "Running":
+                note = f"attempt {inst.attempt} of {where} stopped: {why}"
+                self.emit(StopAttempt(run.name, run.iteration, inst.attempt, inst.index,
+                                      reason=cls, message=why))
+                self.emit(self.attempt_end(run, inst, cls, note))
+            elif inst.phase == "Waiting" and inst.attempt > 0:
+                note = (f"{why}; attempt {inst.attempt} of {where} had failed "
+                        f"({inst.reason}: {inst.message}) and its retry did not start")
+                self.emit(StageEvent(run.name, run.iteration, None, inst.index,
+                                     type="StageFailed", data={
+                                         "errorClass": cls, "message": note,
+                                         "willRetry": False, "attempts": inst.attempt}))
+            else:
+                continue
+            inst.phase, inst.reason, inst.message = "Failed", cls, note
+            inst.finished_at, inst.next_attempt_at = self.now, None
+            notes.append(note)
+        if not any(i.attempt > 0 for i in run.instances):
+            self.skip(run, reason, why)
+            return
+        unstarted = sum(1 for i in run.instances if i.attempt == 0)
+        for inst in run.instances:
+            if inst.attempt == 0:
+                inst.phase = "Skipped"
+        not_started = f"{unstarted} of {len(run.instances)} instances did not start"
+        if own is not None:
+            cls, message = own.reason or "Error", own.message or ""
+        elif notes:
+            message = notes[0]
+        else:  # only finished instances and unstarted ones: say so in an event too
+            message = f"{not_started}: {why}"
+            self.emit(StageEvent(run.name, run.iteration, None, None, type="StageFailed",
+                                 data={"errorClass": cls, "message": message,
+                                       "willRetry": False}))
+        if unstarted and (own is not None or notes):
+            message += f"; {not_started}"
+        run.phase, run.reason, run.message, run.finished_at = "Failed", cls, message, self.now
+        run.output = ([i.output if i.phase == "Succeeded" else None for i in run.instances]
+                      if run.fan_out else None)
+        run.instance_refs = ([i.output_ref if i.phase == "Succeeded" else None
+                              for i in run.instances] if run.fan_out else None)
+        run.output_ref = None
+        run.output_iteration = run.iteration
 
     def finish(self) -> None:
         if self.st.failure:

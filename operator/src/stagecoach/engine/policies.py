@@ -20,7 +20,10 @@ __all__ = [
     "DepVerdict",
     "attempt_deadline",
     "backoff_delay",
+    "budget_message",
     "dependency_verdict",
+    "elapsed_ms",
+    "halt_class",
     "hash_jitter",
     "loop_allowed",
     "over_budget",
@@ -91,6 +94,28 @@ def pipeline_deadline(started_at: datetime | None, timeout: timedelta | None) ->
 def over_budget(max_tokens: int | None, used: Tokens) -> bool:
     """True when the token budget is used up."""
     return max_tokens is not None and used.total >= max_tokens
+
+
+def budget_message(max_tokens: int | None, used: Tokens) -> str:
+    """The pipeline's message once the budget is used up (always the current total)."""
+    return f"token budget used up: {used.total} of {max_tokens} tokens; no new stage starts"
+
+
+def elapsed_ms(started_at: datetime | None, now: datetime) -> int | None:
+    """Milliseconds from ``started_at`` to ``now`` (None when it never started)."""
+    if started_at is None:
+        return None
+    return max(0, round((now - started_at).total_seconds() * 1000))
+
+
+_HALT_CLASSES = frozenset({"Timeout", "BudgetExceeded", "Cancelled"})
+
+
+def halt_class(reason: str) -> str:
+    """The error class of attempts and stages stopped because the pipeline ends early:
+    its timeout, its budget or a cancellation; anything else (another stage failed, a
+    back-edge exhausted) stops them as ``Cancelled``."""
+    return reason if reason in _HALT_CLASSES else "Cancelled"
 
 
 def loop_allowed(route: Route, taken: int) -> bool:

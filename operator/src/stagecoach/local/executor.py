@@ -4,7 +4,8 @@ One loop: observe finished attempts, ``engine.step()``, record the actions in th
 stop and start attempts, publish status, then sleep until an attempt finishes or the plan's
 ``wake_at`` (a backoff timer, a deadline) arrives. Agent stages run in-process through
 :func:`stagecoach_runner.run_attempt` sharing one provider pool (HTTP client, rate limiters,
-cassette players); run stages' commands are subprocesses. Provider ``maxConcurrency`` is
+cassette players); run stages' commands are subprocesses, their stdout and stderr kept in
+the run directory's ``logs/``. Provider ``maxConcurrency`` is
 enforced by counting live attempts per provider. Cancellation (Ctrl-C) asks the engine to
 cancel, stops the attempts and still flushes the trace. All decisions stay in the engine.
 """
@@ -187,7 +188,7 @@ class LocalExecutor:
 
         async def attempt() -> AttemptResult:
             return await run_attempt(spec, self.store, pool=self.pool,
-                                     traceparent=self._traceparent)
+                                     traceparent=self._traceparent, logs=self.run_dir.logs)
 
         task = asyncio.create_task(attempt(), name=spec.label)
         self._tasks[key] = (task, start)

@@ -2,7 +2,8 @@
 
 ``<store>/<pipeline>-<yyyymmddThhmmss>/`` holds ``pipeline.yaml`` (resolved),
 ``status.json``, ``trace.jsonl``, ``outputs/<stage>/<iteration>[-<index>].json`` (written
-by the runner through the local store), ``output.txt`` and ``report.html``.
+by the runner through the local store), ``output.txt``, ``report.html`` and ``logs/``
+(run stages' stdout and stderr, ``<stage>/<iteration>[-<index>]-<attempt>.stdout|.stderr``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class RunDir:
     @property
     def manifest(self) -> Path:
         return self.path / "pipeline.yaml"
+
+    @property
+    def logs(self) -> Path:
+        """Run stages' kept stdout and stderr."""
+        return self.path / "logs"
 
     def _atomic(self, path: Path, text: str) -> None:
         tmp = path.with_name(f".{path.name}.tmp")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .load import events_json_lines, load_run
-from .model import Attempt, LoopMark, OutputFile, RunData
+from .model import Attempt, LoopMark, OutputFile, RunData, StageMark
 from .page import render_html
 from .terminal import render_terminal
 
@@ -24,6 +24,7 @@ __all__ = [
     "LoopMark",
     "OutputFile",
     "RunData",
+    "StageMark",
     "events_json_lines",
     "load_run",
     "render_html",
@@ -42,8 +43,8 @@ def summary_text(run_dir: Path, width: int | None = None) -> str:
 
 def write_report(run_dir: Path, out: Path) -> None:
     """Write the HTML report of ``run_dir`` to ``out`` (atomically)."""
-    text = render_html(load_run(run_dir), generated=datetime.now(UTC))
     out = Path(out)
+    text = render_html(load_run(run_dir), generated=datetime.now(UTC), links_from=out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

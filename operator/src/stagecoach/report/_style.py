@@ -118,6 +118,9 @@ border-top:2px dashed var(--warn);vertical-align:3px}
 .gantt .loop text{fill:var(--loop);font-size:11px;font-weight:650}
 .gantt text.skip{fill:var(--muted);font-style:italic}
 .gantt circle.skip{fill:none;stroke:var(--muted);stroke-width:1.5}
+.gantt circle.skip.succeeded{stroke:var(--ok)}.gantt circle.skip.failed{stroke:var(--bad)}
+.gantt text.skip.failed{fill:var(--bad)}
+.logs a{margin-right:10px}
 .gantt .dur{fill:var(--muted);font-size:11px;font-variant-numeric:tabular-nums}
 .gantt .dur.failed{fill:var(--bad)}.gantt .dur.running{fill:var(--run)}
 footer{color:var(--muted);font-size:12px;text-align:center;margin:22px 0 8px}

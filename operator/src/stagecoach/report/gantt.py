@@ -2,7 +2,8 @@
 
 One row per stage instance and iteration (``scrape[2]``, ``research it2``); its attempts
 sit side by side as bars coloured by outcome, with the backoff before a retry drawn as a
-dashed line, skipped stages as a note, and every back-edge taken as a vertical marker
+dashed line, stage outcomes without an attempt (skipped, a forEach over an empty list, a
+failure before anything ran) as a note, and every back-edge taken as a vertical marker
 ("↺ iteration 2"). Each bar has a hover title and links to its attempt's details. The
 ``<rect>`` elements are exactly the attempt bars. Everything is escaped. No side effects.
 """
@@ -14,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from html import escape
 
-from ._fmt import clip, fmt_clock, fmt_duration, fmt_int, instance_label, parse_ts
-from .model import Attempt, RunData
+from ._fmt import clip, fmt_clock, fmt_duration, fmt_int, instance_label
+from .model import Attempt, RunData, StageMark
 
 __all__ = ["anchor", "legend", "render_gantt"]
 
 WIDTH, LABEL_W, RIGHT, TOP, ROW_H, BAR_H = 1100, 190, 150, 52, 26, 14
-GLYPH = {"succeeded": "✓", "failed": "✗", "retrying": "✗", "running": "▸", "stopped": "◼"}
+GLYPH = {"succeeded": "✓", "failed": "✗", "retrying": "✗", "running": "▸", "stopped": "◼",
+         "skipped": "○"}
 
 
 def anchor(a: Attempt) -> str:
@@ -36,7 +38,8 @@ class _Row:
     index: int | None
     start: datetime
     attempts: list[Attempt] = field(default_factory=list)
-    skipped: str | None = None
+    mark: StageMark | None = None
+    """Shown when the row has no attempt: why (skipped, nothing to run, failed)."""
 
 
 def _rows(data: RunData) -> list[_Row]:
@@ -44,13 +47,11 @@ def _rows(data: RunData) -> list[_Row]:
     for a in data.timeline():
         row = rows.setdefault(a.instance, _Row(a.stage, a.iteration, a.index, a.start))
         row.attempts.append(a)
-    for ev in data.of_type("StageSkipped"):
-        stage, it = ev.get("stage"), ev.get("iteration")
-        ts = parse_ts(ev.get("ts"))
-        if isinstance(stage, str) and ts is not None:
-            key = (stage, it if isinstance(it, int) else 1, None)
-            row = rows.setdefault(key, _Row(stage, key[1], None, ts))
-            row.skipped = str((ev.get("data") or {}).get("reason") or "")
+    for mark in data.marks:
+        key = (mark.stage, mark.iteration, mark.index)
+        row = rows.setdefault(key, _Row(mark.stage, mark.iteration, mark.index, mark.ts))
+        if not row.attempts:
+            row.mark = mark
     rank = {name: n for n, name in enumerate(data.stage_order)}
     return sorted(rows.values(), key=lambda r: (r.start, rank.get(r.stage, len(rank)),
                                                 r.iteration, r.index or 0))
@@ -126,13 +127,15 @@ def render_gantt(data: RunData) -> str:
         label = escape(clip(instance_label(row.stage, row.index), 26))
         sub = f'<tspan class="sub"> it{row.iteration}</tspan>' if row.iteration > 1 else ""
         out.append(f'<text class="label" x="10" y="{mid + 4:.1f}">{label}{sub}</text>')
-        if row.skipped is not None:
+        if row.mark is not None:
             sx = x(row.start)
-            note = escape(clip(f"skipped: {row.skipped}", 60))
+            note = escape(clip(row.mark.text, 60))
             anchor_side = "end" if sx > LABEL_W + chart_w * 0.6 else "start"
             tx = sx - 8 if anchor_side == "end" else sx + 8
-            out.append(f'<circle class="skip" cx="{sx:.1f}" cy="{mid:.1f}" r="4"/>'
-                       f'<text class="skip" x="{tx:.1f}" y="{mid + 4:.1f}" '
+            cls = "skip" if row.mark.outcome == "skipped" else f"skip {row.mark.outcome}"
+            out.append(f'<circle class="{cls}" cx="{sx:.1f}" cy="{mid:.1f}" r="4">'
+                       f"<title>{escape(row.mark.text)}</title></circle>"
+                       f'<text class="{cls}" x="{tx:.1f}" y="{mid + 4:.1f}" '
                        f'text-anchor="{anchor_side}">{note}</text>')
             continue
         for i, a in enumerate(row.attempts):

@@ -2,8 +2,9 @@
 
 The only module of the report package that touches files. Everything in the directory is
 optional: a run killed early may have no ``status.json``, no merged ``trace.jsonl`` (then
-the per-writer ``trace/*.jsonl`` records are merged here) and no ``output.txt``. What
-cannot be read becomes a warning shown in the report, never an exception.
+the per-writer ``trace/*.jsonl`` records are merged here), no ``output.txt`` and no
+``logs/`` (run stages' kept stdout and stderr). What cannot be read becomes a warning
+shown in the report, never an exception.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def _outputs(run_dir: Path, warnings: list[str]) -> dict[str, bytes]:
     return out
 
 
+def _logs(run_dir: Path) -> list[str]:
+    """Kept run-stage logs, relative to the run directory (``logs/<stage>/<file>``)."""
+    return sorted(f"logs/{p.parent.name}/{p.name}" for p in (run_dir / "logs").glob("*/*")
+                  if p.suffix in (".stdout", ".stderr") and p.is_file())
+
+
 def _manifest_facts(text: str | None) -> tuple[str | None, int | None]:
     """(metadata.name, spec.budget.maxTokens) of the resolved manifest, when readable."""
     if not text:
@@ -127,7 +134,8 @@ def load_run(run_dir: Path) -> RunData:
     final_output = _read_text(run_dir / "output.txt", warnings)
     return RunData.from_parts(status, events, _outputs(run_dir, warnings), final_output,
                               name=name or run_dir.name, manifest=manifest,
-                              max_tokens=max_tokens, source=str(run_dir), warnings=warnings)
+                              max_tokens=max_tokens, source=str(run_dir), warnings=warnings,
+                              logs=_logs(run_dir))
 
 
 def events_json_lines(events: Iterable[dict[str, Any]]) -> str:

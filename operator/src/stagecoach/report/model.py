@@ -5,9 +5,12 @@
 ConfigMaps with :meth:`RunData.from_parts`, so ``stagecoach trace`` looks the same either
 way. The flat trace is folded here, once, into :class:`Attempt` values (StageStarted →
 StageSucceeded/StageFailed with the same stage, iteration, index and attempt) so the
-terminal and HTML views agree. Partial runs are fine: an attempt with no end event runs
-(or stopped) until the last event, events may lack a stage, the status may be missing.
-No side effects.
+terminal and HTML views agree. The engine records the end of every attempt it stops
+(``StageFailed`` class ``Cancelled`` or ``Timeout``), and stage-level outcomes without an
+attempt (a forEach over an empty list, a retry that never started, a skip) become
+:class:`StageMark` rows. Partial runs are fine: an attempt with no end event runs (or, in
+a trace that ended, stopped) until the last event, events may lack a stage, the status
+may be missing. No side effects.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from stagecoach.api import PipelineStatus, TokenUsage
 
 from ._fmt import instance_label, parse_ts
 
-__all__ = ["Attempt", "LoopMark", "OutputFile", "RunData"]
+__all__ = ["Attempt", "LoopMark", "OutputFile", "RunData", "StageMark"]
 
 Outcome = Literal["succeeded", "failed", "retrying", "running", "stopped"]
 Key = tuple[str, int, int | None, int]
@@ -71,6 +74,8 @@ class Attempt:
     details: list[dict[str, Any]] = field(default_factory=list)
     """The runner's events for this attempt, in order (snapshots, retries, truncations)."""
     output: OutputFile | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+    """A run stage's kept ``stdout``/``stderr``: stream → path relative to the run directory."""
 
     @property
     def key(self) -> Key:
@@ -93,6 +98,25 @@ class Attempt:
         if self.duration_ms is not None:
             return self.duration_ms / 1000
         return max(0.0, (self.end - self.start).total_seconds())
+
+
+@dataclass(frozen=True)
+class StageMark:
+    """A stage outcome with no attempt of its own: skipped, succeeded with nothing to run
+    (a forEach over an empty list), or failed without an attempt running (a condition that
+    could not be evaluated, a retry the pipeline's end cancelled)."""
+
+    ts: datetime
+    stage: str
+    iteration: int
+    index: int | None
+    outcome: Literal["skipped", "succeeded", "failed"]
+    text: str
+
+    @property
+    def label(self) -> str:
+        """``scrape[2] it2``."""
+        return instance_label(self.stage, self.index, self.iteration)
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,25 @@ def _coerce_output(key: str, raw: Any) -> OutputFile | None:
     return OutputFile(stage, iteration, index, "text" if isinstance(doc, str) else "json", doc)
 
 
+def _mark(ev: Mapping[str, Any]) -> StageMark | None:
+    """The :class:`StageMark` of a stage-level event (no attempt), or None."""
+    t, stage, ts = ev.get("type"), ev.get("stage"), parse_ts(ev.get("ts"))
+    if t not in ("StageSkipped", "StageSucceeded", "StageFailed") or not isinstance(stage, str) \
+            or ts is None or _int(ev.get("attempt")) is not None:
+        return None
+    data = _data(ev)
+    iteration = _int(ev.get("iteration")) or 1
+    if t == "StageSkipped":
+        return StageMark(ts, stage, iteration, None, "skipped",
+                         f"skipped: {data.get('reason') or ''}")
+    if t == "StageSucceeded":
+        text = "succeeded: nothing to run (forEach over an empty list)" \
+            if data.get("instances") == 0 else "succeeded"
+        return StageMark(ts, stage, iteration, _int(ev.get("index")), "succeeded", text)
+    return StageMark(ts, stage, iteration, _int(ev.get("index")), "failed",
+                     f"{data.get('errorClass') or 'Error'}: {data.get('message') or ''}")
+
+
 def _fold(events: list[dict[str, Any]], end: datetime | None,
           terminal: bool) -> tuple[list[Attempt], list[str]]:
     """Attempts from the trace, in order of first appearance."""
@@ -158,6 +201,14 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
     warnings: list[str] = []
     for ev in events:
         t, key, ts = ev.get("type"), _key(ev), parse_ts(ev.get("ts"))
+        if key is None and t == "StageFailed" and (mark := _mark(ev)) is not None:
+            # A stage-level failure (e.g. the pipeline ended during a retry's backoff):
+            # the retry its last attempt announced never happened.
+            for prev in attempts.values():
+                if (prev.stage, prev.iteration, prev.index) == (
+                        mark.stage, mark.iteration, mark.index) and prev.outcome == "retrying":
+                    prev.outcome = "failed"
+            continue
         if key is None or ts is None:
             continue
         data = _data(ev)
@@ -178,8 +229,9 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
             if t == "StageSucceeded":
                 a.outcome = "succeeded"
             else:
-                a.outcome = "retrying" if data.get("willRetry") else "failed"
                 a.error_class = data.get("errorClass") or "Error"
+                a.outcome = ("retrying" if data.get("willRetry") else
+                             "stopped" if a.error_class == "Cancelled" else "failed")
                 a.message = data.get("message")
                 a.next_attempt_at = parse_ts(data.get("nextAttemptAt"))
             continue
@@ -199,7 +251,9 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
 
 def _close_open(attempts: list[Attempt], events: list[dict[str, Any]], end: datetime | None,
                 terminal: bool) -> None:
-    """Attempts with no end event: stopped when superseded or the run ended, else running."""
+    """Attempts with no end event: still running, unless the trace says otherwise. The
+    engine records the end of every attempt it stops, so this only completes traces cut
+    short or written before it did: stopped when superseded or the run ended."""
     gotos = [ts for ev in events if ev.get("type") == "Decision"
              and _data(ev).get("action") == "goto" and (ts := parse_ts(ev.get("ts")))]
     for a in attempts:
@@ -268,19 +322,22 @@ class RunData:
     max_tokens: int | None = None
     source: str | None = None
     warnings: list[str] = field(default_factory=list)
+    marks: list[StageMark] = field(default_factory=list)
 
     @classmethod
     def from_parts(cls, status: PipelineStatus | None, events: list[dict[str, Any]],
                    outputs: Mapping[str, Any] | None = None, final_output: str | None = None,
                    *, name: str | None = None, manifest: str | None = None,
                    max_tokens: int | None = None, source: str | None = None,
-                   warnings: Iterable[str] = ()) -> RunData:
+                   warnings: Iterable[str] = (), logs: Iterable[str] = ()) -> RunData:
         """Fold a status, trace events and stored outputs into report data.
 
         ``outputs`` maps an output key (``outputs/<stage>/<iteration>[-<index>].json``, or
         the same without the prefix and suffix) to the stored document: bytes or text as the
         store holds it, or an already parsed ``{"format", "value"}`` dict. ``status`` None
-        means "not stored": phase and times are then inferred from the trace.
+        means "not stored": phase and times are then inferred from the trace. ``logs``:
+        kept run-stage logs, ``logs/<stage>/<iteration>[-<index>]-<attempt>.stdout|stderr``
+        relative to the run directory.
         """
         notes = list(warnings)
         events = [e for e in events if isinstance(e, dict)]
@@ -300,13 +357,15 @@ class RunData:
             else:
                 files[f.key] = f
         _attach_outputs(attempts, files)
+        _attach_logs(attempts, logs)
         if name is None:
             name = next((str(e["pipeline"]) for e in events if e.get("pipeline")), None)
         return cls(name=name or "pipeline", status=status, events=events, attempts=attempts,
                    outputs=files, final_output=final_output,
                    stage_order=_stage_order(status, events), loops=_loops(events),
                    start=start, end=end, manifest=manifest, max_tokens=max_tokens,
-                   source=source, warnings=notes)
+                   source=source, warnings=notes,
+                   marks=[m for ev in events if (m := _mark(ev)) is not None])
 
     # -- questions the views ask ------------------------------------------------------
     @property
@@ -351,13 +410,17 @@ class RunData:
         return _data(found[-1]) if found else None
 
     def tokens_by_stage(self) -> dict[str, TokenUsage]:
-        """Tokens per stage, in stage order: the trace's sum, or the status when larger."""
+        """Tokens per stage that ran, in stage order: the trace's sum, or the status when
+        larger (a stage that ran but used none, e.g. a run stage, counts 0)."""
         sums: dict[str, TokenUsage] = {}
         for a in self.attempts:
+            t = sums.setdefault(a.stage, TokenUsage())
             if a.tokens is not None:
-                t = sums.setdefault(a.stage, TokenUsage())
                 t.input += a.tokens.input
                 t.output += a.tokens.output
+        for m in self.marks:
+            if m.outcome != "skipped":
+                sums.setdefault(m.stage, TokenUsage())
         for st in self.status.stages:
             if st.tokens.total > sums.get(st.name, TokenUsage()).total:
                 sums[st.name] = st.tokens
@@ -386,6 +449,21 @@ def _stage_order(status: PipelineStatus, events: list[dict[str, Any]]) -> list[s
         if isinstance(stage, str) and stage not in order:
             order.append(stage)
     return order
+
+
+_LOG_KEY = re.compile(r"^logs/([A-Za-z0-9-]+)/(\d+)(?:-(\d+))?-(\d+)\.(stdout|stderr)$")
+
+
+def _attach_logs(attempts: list[Attempt], logs: Iterable[str]) -> None:
+    by_key = {a.key: a for a in attempts}
+    for path in logs:
+        m = _LOG_KEY.match(path)
+        if m is None:
+            continue
+        index = None if m.group(3) is None else int(m.group(3))
+        a = by_key.get((m.group(1), int(m.group(2)), index, int(m.group(4))))
+        if a is not None:
+            a.logs[m.group(5)] = path
 
 
 def _attach_outputs(attempts: list[Attempt], files: dict[str, OutputFile]) -> None:

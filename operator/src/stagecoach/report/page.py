@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from datetime import datetime
 from html import escape
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from stagecoach.api import TokenUsage
 
@@ -123,6 +126,8 @@ def _decisions(data: RunData) -> str:
         if d.get("target") and action != "goto":
             target = f' <span class="muted">(back-edge to {_e(d["target"])})</span>'
         err = f'<div class="note err">{_e(d["error"])}</div>' if d.get("error") else ""
+        if d.get("note"):
+            err += f'<div class="note">{_e(d["note"])}</div>'
         rows.append(f"<tr>{_when(ev, data)}<td>{_who(ev)}</td><td>{_e(d.get('kind'))}</td>"
                     f"<td><code>{_e(d.get('expression'))}</code>{err}</td>"
                     f'<td><ul class="reads">{reads}</ul></td>'
@@ -162,8 +167,9 @@ def _errors(data: RunData) -> str:
                         f"{fmt_int(d.get('tokensAfter'))} tokens (limit {fmt_int(d.get('limit'))})")
             fate = "continued"
         else:
-            what, fate = "<b>budget exceeded</b>", "no new stage starts"
-            detail = _e(f"{fmt_int(d.get('used'))} of {fmt_int(d.get('maxTokens'))} tokens")
+            what, fate = "<b>budget reached</b>", "no new stage started after this"
+            detail = _e(f"{fmt_int(d.get('used'))} of {fmt_int(d.get('maxTokens'))} tokens "
+                        "used at this point")
         rows.append(f"<tr>{_when(ev, data)}<td>{_who(ev)}</td><td>{what}</td>"
                     f"<td>{detail}</td><td>{fate}</td></tr>")
     body = ('<p class="muted">None: no attempt failed and no provider call was retried.</p>'
@@ -206,13 +212,17 @@ def _stages(data: RunData) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
+def _iteration(value: object) -> str:
+    return f"iteration {value}" if isinstance(value, int) else "no output"
+
+
 def _output(data: RunData) -> str:
     done = data.assembled()
     if done is None:
         meta = f'<p class="muted">No output was assembled (pipeline {_e(data.phase)}).</p>'
     else:
         its = done.get("iterations") or {}
-        parts = ", ".join(f"<b>{_e(s)}</b> (iteration {_e(its.get(s, '?'))})"
+        parts = ", ".join(f"<b>{_e(s)}</b> ({_e(_iteration(its.get(s)))})"
                           for s in done.get("stages") or [])
         how = "the output template" if done.get("template") else "the last stage's output"
         meta = (f'<p class="muted">Assembled by {how} from {parts or "no stage"} · '
@@ -269,7 +279,14 @@ def _stored(f: OutputFile) -> str:
             f"</span></h4>{_pre(_pretty(f.value))}")
 
 
-def _attempt(a: Attempt, data: RunData) -> str:
+def _href(path: str, base: str | None) -> str:
+    """A relative link to ``path`` (relative to the run directory); ``base``: the run
+    directory seen from the report's directory (None: the report is in it)."""
+    target = path if base is None or base == "." else os.path.join(base, path)
+    return quote(Path(target).as_posix())
+
+
+def _attempt(a: Attempt, data: RunData, base: str | None = None) -> str:
     tokens = f" · {fmt_int(a.tokens.total)} tokens" if a.tokens and a.tokens.total else ""
     facts = [f"started <b>{_e(fmt_offset(a.start, data.start))}</b>",
              f"took <b>{_e(fmt_duration(a.seconds))}</b>"]
@@ -280,6 +297,10 @@ def _attempt(a: Attempt, data: RunData) -> str:
                      f"<b>{fmt_int(a.tokens.output)}</b> out")
     if a.outcome == "retrying" and a.next_attempt_at is not None:
         facts.append(f"next attempt at <b>{_e(fmt_offset(a.next_attempt_at, data.start))}</b>")
+    if a.logs:
+        links = "".join(f'<a href="{_e(_href(path, base))}">{_e(stream)}</a>'
+                        for stream, path in sorted(a.logs.items(), reverse=True))
+        facts.append(f'<span class="logs">logs {links}</span>')
     err = ""
     if a.error_class:
         err = f'<div class="note err"><b>{_e(a.error_class)}</b>: {_e(a.message)}</div>'
@@ -301,8 +322,8 @@ def _attempt(a: Attempt, data: RunData) -> str:
             "</details>")
 
 
-def _attempts(data: RunData) -> str:
-    blocks = "".join(_attempt(a, data) for a in data.timeline())
+def _attempts(data: RunData, base: str | None = None) -> str:
+    blocks = "".join(_attempt(a, data, base) for a in data.timeline())
     shown = {a.output.key for a in data.attempts if a.output is not None}
     orphans = [f for k, f in sorted(data.outputs.items()) if k not in shown]
     if orphans:
@@ -332,8 +353,17 @@ def _appendix(data: RunData) -> str:
     return f'<section id="raw"><h2>Manifest and trace</h2>{"".join(parts)}</section>'
 
 
-def render_html(data: RunData, *, generated: datetime | None = None) -> str:
-    """The report as one HTML document (``generated``: shown in the footer when given)."""
+def render_html(data: RunData, *, generated: datetime | None = None,
+                links_from: str | os.PathLike[str] | None = None) -> str:
+    """The report as one HTML document (``generated``: shown in the footer when given).
+
+    Links to files of the run directory (kept logs) are relative: as they are when the
+    report lives in the run directory, else from ``links_from`` (the directory the report
+    is written to; ``data.source`` must then be the run directory).
+    """
+    base = None
+    if links_from is not None and data.source is not None:
+        base = os.path.relpath(os.path.abspath(data.source), os.path.abspath(links_from))
     when = f" on {fmt_clock(generated)}" if generated else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -341,6 +371,6 @@ def render_html(data: RunData, *, generated: datetime | None = None) -> str:
         f"<title>{_e(data.name)} · {_e(data.phase)} · Stagecoach</title>"
         f"<style>{CSS}</style></head><body><main>"
         f"{_header(data)}{_timeline(data)}{_decisions(data)}{_errors(data)}{_stages(data)}"
-        f"{_output(data)}{_attempts(data)}{_appendix(data)}"
+        f"{_output(data)}{_attempts(data, base)}{_appendix(data)}"
         f"<footer>Generated by Stagecoach{_e(when)}.</footer></main></body></html>\n"
     )

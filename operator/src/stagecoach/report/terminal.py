@@ -28,8 +28,9 @@ from .model import Attempt, RunData
 
 __all__ = ["MARKS", "render_terminal"]
 
-MARKS = {"succeeded": "✓", "failed": "✗", "retrying": "✗", "running": "▸", "stopped": "◼"}
-BAR, BACKOFF, SKIP = "━", "┄", "○"
+MARKS = {"succeeded": "✓", "failed": "✗", "retrying": "✗", "running": "▸", "stopped": "◼",
+         "skipped": "○"}
+BAR, BACKOFF = "━", "┄"
 OUTPUT_LINES = 30
 
 
@@ -91,7 +92,7 @@ def _bar(a: Attempt, axis: _Axis, nxt: datetime | None) -> str:
 
 def _tail(a: Attempt) -> str:
     text = fmt_duration(a.seconds)
-    if a.outcome in ("failed", "retrying"):
+    if a.outcome in ("failed", "retrying") or (a.outcome == "stopped" and a.error_class):
         text += f" {a.error_class}"
     elif a.outcome in ("running", "stopped"):
         text += f" {a.outcome}"
@@ -101,10 +102,10 @@ def _tail(a: Attempt) -> str:
 def _timeline(data: RunData, width: int) -> list[str]:
     lines = ["Timeline"]
     rows = data.timeline()
-    skipped = data.of_type("StageSkipped")
-    if (not rows and not skipped) or data.start is None or data.end is None:
+    marks = data.marks
+    if (not rows and not marks) or data.start is None or data.end is None:
         return [*lines, "  (no stage attempts recorded)"]
-    labels = [a.label for a in rows] + [_who(e) for e in skipped]
+    labels = [a.label for a in rows] + [m.label for m in marks]
     label_w = min(max(len(s) for s in labels), 28) + 2
     tail_w = 27  # "12.5s ProviderUnavailable"
     cols = max(20, width - label_w - tail_w - 5)
@@ -116,16 +117,15 @@ def _timeline(data: RunData, width: int) -> list[str]:
     for n, a in enumerate(rows):
         bar = _bar(a, axis, nexts.get(a.key))
         entries.append((a.start, n, f"  {clip(a.label, label_w - 2):<{label_w}}│{bar}│ {_tail(a)}"))
-    for ev in skipped:
-        ts = parse_ts(ev.get("ts")) or data.start
+    for mark in marks:
         cells = [" "] * cols
-        note = clip("skipped: " + str((ev.get("data") or {}).get("reason") or ""), cols - 3)
-        c = axis.col(ts)
-        cells[c] = SKIP
+        note = clip(" ".join(mark.text.split()), cols - 3)
+        c = axis.col(mark.ts)
+        cells[c] = MARKS[mark.outcome]
         at = c + 2 if c + 2 + len(note) <= cols else max(0, c - 1 - len(note))
         cells[at: at + len(note)] = list(note)
-        entries.append((ts, len(rows) + len(entries),
-                        f"  {clip(_who(ev), label_w - 2):<{label_w}}│{''.join(cells)}│"))
+        entries.append((mark.ts, len(rows) + len(entries),
+                        f"  {clip(mark.label, label_w - 2):<{label_w}}│{''.join(cells)}│"))
     for loop in data.loops:
         if loop.ts is not None:
             text = (f"── ↺ {loop.stage} → {loop.target}: iteration {loop.iteration} "
@@ -168,6 +168,8 @@ def _decisions(data: RunData, width: int) -> list[str]:
             lines += _wrap(f"read {reads}", width, " " * 12)
         if d.get("error"):
             lines += _wrap(f"error: {d['error']}", width, " " * 12)
+        if d.get("note"):
+            lines += _wrap(f"note: {d['note']}", width, " " * 12)
     return lines
 
 
@@ -203,8 +205,9 @@ def _errors(data: RunData, width: int) -> list[str]:
                          f"{fmt_int(d.get('tokensBefore'))} → {fmt_int(d.get('tokensAfter'))} "
                          f"tokens (limit {fmt_int(d.get('limit'))})")
         else:
-            lines.append(f"{at}budget exceeded: {fmt_int(d.get('used'))} of "
-                         f"{fmt_int(d.get('maxTokens'))} tokens")
+            lines.append(f"{at}budget reached: {fmt_int(d.get('used'))} of "
+                         f"{fmt_int(d.get('maxTokens'))} tokens used; no new stage started "
+                         "after this")
     return lines
 
 
@@ -226,6 +229,12 @@ def _tokens(data: RunData) -> list[str]:
     return lines
 
 
+def _iteration(value: object) -> str:
+    """``iteration 2``, or ``no output`` for a stage the assembly read but that never
+    produced one (skipped, failed)."""
+    return f"iteration {value}" if isinstance(value, int) else "no output"
+
+
 def _output(data: RunData) -> list[str]:
     lines = ["Output"]
     done = data.assembled()
@@ -234,7 +243,7 @@ def _output(data: RunData) -> list[str]:
     else:
         stages = done.get("stages") or []
         iterations = done.get("iterations") or {}
-        parts = [f"{s} (iteration {iterations.get(s, '?')})" for s in stages]
+        parts = [f"{s} ({_iteration(iterations.get(s))})" for s in stages]
         how = "the output template" if done.get("template") else "the last stage's output"
         lines.append(f"  assembled by {how} from {', '.join(parts) or 'no stage'}, "
                      f"{fmt_int(done.get('bytes'))} bytes")

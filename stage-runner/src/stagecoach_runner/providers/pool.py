@@ -91,7 +91,8 @@ class ProviderPool:
         return self.players[name]
 
     def get(self, name: str, spec: ProviderSpec) -> Provider:
-        """The provider called ``name`` (recording if the pool has a recorder)."""
+        """The provider called ``name`` (recording if the pool has a recorder, whatever its
+        type: a replayed answer is recorded like a live one)."""
         if name in self._providers:
             return self._providers[name]
         provider: Provider
@@ -101,7 +102,7 @@ class ProviderPool:
             provider = AnthropicProvider(name, spec, self.client, self.api_key(name, spec))
         else:
             provider = OpenAIProvider(name, spec, self.client, self.api_key(name, spec))
-        if self.recorder is not None and spec.type != "replay":
+        if self.recorder is not None:  # replay too: the new cassette replays the same run
             provider = self.recorder.wrap(provider)
         self._providers[name] = provider
         return provider

@@ -1,10 +1,12 @@
 """Recording provider exchanges as a cassette (``stagecoach run --record``).
 
-:meth:`Recorder.wrap` puts a recording layer around any provider. Every exchange is
+:meth:`Recorder.wrap` puts a recording layer around any provider, ``replay`` included
+(re-recording a replayed run gives a cassette of exactly what it used). Every exchange is
 appended as a cassette entry for the request's stage, iteration and index: answers
 with their usage, failures (HTTP status with Retry-After, timeouts) as error entries, so
-replaying the cassette reproduces the run, retries included. Requests are recorded only
-as provider and model; credentials never reach the recorder.
+replaying the cassette reproduces the run, retries included. A request a cassette had no
+answer for is not an exchange and is not recorded. Requests are recorded only as
+provider and model; credentials never reach the recorder.
 """
 
 from __future__ import annotations
