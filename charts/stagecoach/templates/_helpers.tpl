@@ -39,6 +39,10 @@ exactly what it calls (kopf only watches; it never writes to our objects). */}}
 - apiGroups: [stagecoach.dev]
   resources: [agentpipelines, agentpipelinetemplates, modelproviders]
   verbs: [get, list, watch]
+# ttlSecondsAfterFinished: a finished pipeline is deleted with everything it owns.
+- apiGroups: [stagecoach.dev]
+  resources: [agentpipelines]
+  verbs: [delete]
 - apiGroups: [stagecoach.dev]
   resources: [agentpipelines/status, modelproviders/status]
   verbs: [patch]

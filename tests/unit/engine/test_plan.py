@@ -345,3 +345,15 @@ def test_dumped_state_holds_no_final_output_payload() -> None:
     assert dump_state(state)["final_output"] == ""
     assert dump_state(state, with_outputs=True)["final_output"] == state.final_output
     assert dump_state(RunState(stages={}))["final_output"] is None
+
+
+def test_for_each_beyond_max_instances_fails_clearly_before_any_attempt() -> None:
+    p = resolved({"params": {"xs": list(range(6))}, "limits": {"maxInstances": 5},
+                  "stages": [run_("split", forEach="params.xs")]})
+    r = simulate(p)
+    split = r.state.stages["split"]
+    assert (split.phase, split.reason) == ("Failed", "InvalidInput")
+    assert "yielded 6 items; at most 5 may run (spec.limits.maxInstances)" in (
+        split.message or "")
+    assert starts(r) == [] and r.state.phase == "Failed"
+    assert resolved({"stages": [run_("a")]}).max_instances == 5000  # the default

@@ -30,3 +30,52 @@ async def test_pod_gc_never_keeps_pods() -> None:
     await succeed(kube, "p-a-1-1", "a", "hello")
     await rec.reconcile(NS, "p")
     assert (NS, "p-a-1-1-pod") in kube.pods
+
+
+def test_expiry_counts_from_finished_at() -> None:
+    from datetime import UTC, datetime
+
+    import pytest
+    from stagecoach.operator.retention import default_ttl, expires_at
+
+    done = {"status": {"phase": "Succeeded", "finishedAt": "2026-01-01T00:00:00Z"}}
+    assert expires_at(done, 60) == datetime(2026, 1, 1, 0, 1, tzinfo=UTC)
+    assert expires_at({**done, "spec": {"ttlSecondsAfterFinished": 0}}, 60) == datetime(
+        2026, 1, 1, tzinfo=UTC)
+    assert expires_at(done, None) is None
+    assert expires_at({"status": {"phase": "Invalid"}}, 60) is None
+    assert default_ttl({}) is None and default_ttl({"STAGECOACH_TTL_SECONDS_AFTER_FINISHED":
+                                                    "3600"}) == 3600
+    with pytest.raises(ValueError, match="not a number"):
+        default_ttl({"STAGECOACH_TTL_SECONDS_AFTER_FINISHED": "1h"})
+
+
+async def test_a_finished_pipeline_is_deleted_after_its_ttl() -> None:
+    from datetime import datetime, timedelta
+
+    pipe = agent_pipeline()
+    pipe["spec"]["ttlSecondsAfterFinished"] = 30
+    kube, rec = setup(pipe)
+    woken: list[datetime] = []
+    rec.wake = lambda key, at: woken.append(at)
+    await rec.reconcile(NS, "p")
+    await succeed(kube, "p-a-1-1", "a", "x")
+    await rec.reconcile(NS, "p")
+    await succeed(kube, "p-b-1-1", "b", "y")
+    await rec.reconcile(NS, "p")
+    status = kube.pipelines[(NS, "p")]["status"]
+    finished = datetime.fromisoformat(status["finishedAt"].replace("Z", "+00:00"))
+    assert (woken[-1] - finished).total_seconds() == 30
+    deleted: list[str] = []
+
+    async def delete(ns: str, name: str, uid: str) -> None:
+        deleted.append(name)
+        kube.pipelines.pop((ns, name))
+
+    kube.delete_pipeline = delete  # type: ignore[attr-defined]
+    rec.clock = lambda: finished + timedelta(seconds=10)
+    await rec.reconcile(NS, "p")
+    assert deleted == []  # not yet
+    rec.clock = lambda: finished + timedelta(seconds=31)
+    await rec.reconcile(NS, "p")
+    assert deleted == ["p"]

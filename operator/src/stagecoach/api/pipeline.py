@@ -31,6 +31,7 @@ __all__ = [
     "EnvVar",
     "ErrorClass",
     "Fallback",
+    "Limits",
     "OutputSpec",
     "PipelineSpec",
     "Resources",
@@ -363,6 +364,18 @@ _STAGE_LIST: dict[str, JsonValue] = {
 }
 
 
+DEFAULT_MAX_INSTANCES = 5000
+
+
+class Limits(ApiModel):
+    """Bounds on what one pipeline may grow to (DESIGN §10)."""
+
+    max_instances: int = Field(
+        DEFAULT_MAX_INSTANCES, ge=1, le=100_000,
+        description="Most instances one forEach may fan out to; more fails the stage "
+        "with InvalidInput (default 5000).")
+
+
 class PipelineSpec(ApiModel):
     """The desired pipeline: stages inline or a template reference, plus limits."""
 
@@ -390,6 +403,11 @@ class PipelineSpec(ApiModel):
     )
     max_parallel: int | None = Field(None, ge=1, description="Stages running at once.")
     timeout: PositiveDuration | None = Field(None, description="Whole-pipeline deadline.")
+    limits: Limits | None = Field(None, description="Bounds (forEach instances).")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the pipeline, with everything it owns, this many "
+        "seconds after it finished (default: the operator's, the chart's "
+        "operator.ttlSecondsAfterFinished; unset: keep it).")
     budget: Budget | None = Field(None, description="Token budget.")
     storage: Storage | None = Field(None, description="Output and trace storage.")
     defaults: Defaults | None = Field(None, description="Stage defaults.")

@@ -17,6 +17,7 @@ from typing import Any
 
 from .manifest import Problem
 from .pipeline import (
+    DEFAULT_MAX_INSTANCES,
     AgentSpec,
     Defaults,
     RetryPolicy,
@@ -74,6 +75,7 @@ class ResolvedPipeline:
     max_parallel: int | None = None
     timeout: timedelta | None = None
     max_tokens: int | None = None
+    max_instances: int = DEFAULT_MAX_INSTANCES
     stages_path: str = "spec.stages"
 
     @cached_property
@@ -178,6 +180,8 @@ def resolve_pipeline(
         max_parallel=spec.max_parallel,
         timeout=spec.timeout,
         max_tokens=spec.budget.max_tokens if spec.budget else None,
+        max_instances=(spec.limits.max_instances if spec.limits
+                       else DEFAULT_MAX_INSTANCES),
         stages_path=stages_path,
     )
     return resolved, []

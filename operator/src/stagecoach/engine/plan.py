@@ -387,6 +387,12 @@ class _Planner:
             if ok is None:
                 return True
             items = list(value)
+            if len(items) > self.p.max_instances:
+                self.fail_stage(stage, run, "InvalidInput",
+                                f"forEach: {stage.for_each!r} yielded {len(items)} items; "
+                                f"at most {self.p.max_instances} may run (spec.limits."
+                                "maxInstances)")
+                return True
         self.emit(StageEvent(run.name, run.iteration, None, None, type="StageReady",
                              data={"instances": len(items)} if items is not None else {}))
         run.started_at = self.now

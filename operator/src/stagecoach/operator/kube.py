@@ -90,6 +90,14 @@ class Kube:
         version = (data or {}).get("metadata", {}).get("resourceVersion")
         return str(version) if version else None
 
+    async def delete_pipeline(self, ns: str, name: str, uid: str) -> None:
+        """Delete an AgentPipeline (that one: a precondition on ``uid``); its Jobs, pods
+        and ConfigMaps go with it (owner references, background propagation)."""
+        with contextlib.suppress(Conflict):
+            await self._call("DELETE", f"{_CR}/{ns}/agentpipelines/{name}",
+                             {"propagationPolicy": "Background",
+                              "preconditions": {"uid": uid}}, missing_ok=True)
+
     async def get_template(self, ns: str, name: str) -> dict[str, Any] | None:
         """An AgentPipelineTemplate, or None."""
         data = await self._call("GET", f"{_CR}/{ns}/agentpipelinetemplates/{name}",

@@ -26,6 +26,7 @@ from .kube import Kube
 from .metrics import Metrics, serve
 from .outcomes import job_finished
 from .reconciler import Reconciler
+from .retention import default_ttl
 from .runtime import Runtime
 from .slots import ProviderSlots
 from .storage import default_storage
@@ -101,8 +102,14 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
             log.error("STAGECOACH_POD_GC=%s: use OnPodCompletion or Never; using "
                       "OnPodCompletion", pod_gc)
             pod_gc = "OnPodCompletion"
+        try:
+            ttl = default_ttl(os.environ)
+        except ValueError as e:
+            log.error("%s: finished pipelines are kept", e)
+            ttl = None
         reconciler = Reconciler(memo.kube, slots, options=options, wake=runtime.wake,
                                 manage_stage_rbac=manage_stage_rbac, pod_gc=pod_gc,
+                                default_ttl=ttl,
                                 trigger=runtime.trigger, metrics=metrics,
                                 default_storage=storage, tracing=tracing,
                                 otlp_endpoint=endpoint)

@@ -81,6 +81,7 @@ from .metrics import Metrics
 from .outcomes import job_finished, job_result, owned_by, writer_keys
 from .record import RunRecord, parse_record, record_body, record_name
 from .rejections import rejected_attempt
+from .retention import expires_at
 from .slots import ProviderSlots
 from .storage import run_storage
 
@@ -135,8 +136,11 @@ class Reconciler:
                  tracing: bool = False,
                  otlp_endpoint: str | None = None,
                  manage_stage_rbac: bool = True,
-                 pod_gc: str = "OnPodCompletion") -> None:
+                 pod_gc: str = "OnPodCompletion",
+                 default_ttl: int | None = None) -> None:
         self.kube = kube
+        self.default_ttl = default_ttl
+        """Seconds a finished pipeline stays without ``spec.ttlSecondsAfterFinished``."""
         self.pod_gc = pod_gc
         """``OnPodCompletion``: delete an attempt's pod once its result is in the saved
         state (the Job stays until the pipeline goes); ``Never``: keep pods (logs)."""
@@ -367,6 +371,17 @@ class Reconciler:
         if body is None:
             self.forget(key)
             return
+        if (body.get("status") or {}).get("phase") in TERMINAL:
+            due = expires_at(body, self.default_ttl)
+            if due is not None and self.clock() >= due:
+                log.info("pipeline %s/%s: deleted %s after it finished (TTL)", ns, name,
+                         due - datetime.fromisoformat(
+                             str(body["status"]["finishedAt"]).replace("Z", "+00:00")))
+                await self.kube.delete_pipeline(ns, name, body["metadata"].get("uid", ""))
+                self.forget(key)
+                return
+            if due is not None:
+                self.wake(key, due)
         run = await self._load_run(ns, body)
         if run is None:
             self.slots.forget(key)
@@ -439,6 +454,10 @@ class Reconciler:
                 raise result
         if plan.state.terminal:
             self._release_memory(key)
+            due = expires_at({"spec": body.get("spec"), "status": {
+                "finishedAt": timestamp(plan.state.finished_at or now)}}, self.default_ttl)
+            if due is not None:
+                self.wake(key, due)  # the TTL (our own status echo wakes nobody)
         wake_at = min((t for t in (plan.wake_at, rate_wake) if t is not None), default=None)
         if wake_at is not None and not plan.state.terminal:
             self.wake(key, wake_at)
