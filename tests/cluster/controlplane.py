@@ -112,6 +112,9 @@ class Component:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    argv: Sequence[str] = ()
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -465,9 +468,35 @@ class ControlPlane:
                 cwd=cwd,
                 env=env,
             )
-        comp = Component(name, proc, log)
+        comp = Component(name, proc, log, tuple(argv), cwd, env)
         self.components.append(comp)
         return comp
+
+    # ------------------------------------------------------------------ faults
+    def component(self, name: str) -> Component:
+        """The running component ``name`` (etcd, kube-apiserver, nodeagent, ...)."""
+        return next(c for c in self.components if c.name == name)
+
+    def freeze(self, name: str) -> None:
+        """SIGSTOP a component's process group: it stops answering, connections hang."""
+        os.killpg(self.component(name).proc.pid, signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        os.killpg(self.component(name).proc.pid, signal.SIGCONT)
+
+    def restart(self, name: str, timeout: float = 90.0) -> None:
+        """Stop a component (and whatever its process group ran) and start it again with
+        the same command line; for the API server, wait until it is ready."""
+        old = self.component(name)
+        old.stop()
+        self.components.remove(old)
+        self._spawn(name, old.argv[4:], cwd=old.cwd, env=old.env)  # without setpriv
+        deadline = time.monotonic() + timeout
+        if name == "kube-apiserver":
+            api = self.api()
+            self._wait(name, lambda: api.request_raw("GET", "/readyz", timeout=5) == b"ok",
+                       deadline)
 
     def _wait(self, what: str, probe: Callable[[], bool], deadline: float) -> None:
         last: Exception | None = None

@@ -1072,10 +1072,42 @@ class NodeAgent:
             if meta.get("deletionTimestamp"):
                 self.spawn(self.delete_pod(pod))
             return
+        if pod.get("status", {}).get("startTime") and pod["spec"].get(
+                "restartPolicy", "Always") == "Never":
+            # Started by an earlier agent process whose containers died with it (as
+            # after a node reboot): a kubelet reports them lost, it never reruns them.
+            self.spawn(self.mark_lost(pod))
+            return
         worker = PodWorker(self, pod)
         self.workers[uid] = worker
         self.by_name[key] = worker
         worker.start()
+
+    async def mark_lost(self, pod: JSON) -> None:
+        """Fail a pod whose containers this node no longer has (ContainerStatusUnknown,
+        exit 137, the kubelet's own wording)."""
+        meta = pod["metadata"]
+        term = {"exitCode": 137, "reason": "ContainerStatusUnknown",
+                "message": "The container could not be located when the pod was terminated"}
+        statuses = [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                     "ready": False, "restartCount": 0, "started": False,
+                     "state": {"terminated": term}} for c in pod["spec"].get("containers", [])]
+        inits = [{"name": c["name"], "image": c.get("image", ""), "imageID": "",
+                  "ready": False, "restartCount": 0, "started": False,
+                  "state": {"terminated": term}}
+                 for c in pod["spec"].get("initContainers", [])]
+        status = {"phase": "Failed", "reason": "ContainerStatusUnknown",
+                  "message": "the node agent restarted; the pod's containers were lost",
+                  "containerStatuses": statuses, "initContainerStatuses": inits}
+        path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status"
+        log.info("pod %s/%s: lost in a node agent restart: Failed", meta["namespace"],
+                 meta["name"])
+        self.mark_terminal_reported(meta["uid"])
+        try:
+            await self.call(self.kube.patch, path, {"status": status}, strategic=True)
+        except ApiError as err:
+            if err.status != 404:
+                log.warning("pod %s: status patch failed: %s", path, err)
 
     async def delete_pod(self, pod: JSON) -> None:
         """Final delete with grace 0, as the kubelet does once containers are gone."""

@@ -137,3 +137,28 @@ def test_rejections(status: int, message: str, error_class: str | None) -> None:
     assert message in (result.message or "") and "p-a-1-1" in (result.message or "")
     if "large" in message:
         assert "2048 bytes" in (result.message or "")
+
+
+async def test_a_second_operator_whose_state_write_loses_traces_nothing() -> None:
+    """Two operators without leader election: the one planning from a stale state loses
+    the state write on resourceVersion, and its plan never reaches the trace (the
+    events travel in the state's outbox)."""
+    from stagecoach.operator.reconciler import Reconciler
+    from stagecoach.operator.slots import ProviderSlots
+    from stagecoach.store import Conflict
+
+    from .test_reconciler import succeed
+
+    kube, a = setup(agent_pipeline())
+    b = Reconciler(kube, ProviderSlots(), clock=a.clock)  # type: ignore[arg-type]
+    await a.reconcile(NS, "p")
+    await b.reconcile(NS, "p")  # b loads the same state (and holds it in memory)
+    await succeed(kube, "p-a-1-1", "a", "hello")
+    await a.reconcile(NS, "p")  # a folds the result in first
+    raw_before = kube.configmaps[(NS, "p-trace-operator")]["data"]
+    with pytest.raises(Conflict):
+        await b.reconcile(NS, "p")  # b plans the same step from its stale copy: loses
+    assert kube.configmaps[(NS, "p-trace-operator")]["data"] == raw_before
+    await b.reconcile(NS, "p")  # the retry reloads the record and agrees with a
+    lines = next(iter(kube.configmaps[(NS, "p-trace-operator")]["data"].values()))
+    assert lines.count('"type":"StageSucceeded"') == 1

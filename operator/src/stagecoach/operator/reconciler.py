@@ -332,6 +332,7 @@ class Reconciler:
                     log.warning("%s/%s: cannot reload output %s: %s", ns, key[1], ref, e)
             record, _ = parse_record(cm, live, values)
             run = self._make_run(ns, record)
+            await self._flush_outbox(run)  # the last step's events may not have made it
             log.info("pipeline %s/%s: resumed from %s", ns, key[1], record_name(key[1]))
         else:
             run = await self._start_run(ns, body)
@@ -356,7 +357,9 @@ class Reconciler:
                 created = await self.kube.create_configmap(ns, body)
             except Conflict:
                 old = await self.kube.get_configmap(ns, body["metadata"]["name"])
-                assert old is not None
+                if old is None or owned_by(old, record.pipeline.metadata.uid or ""):
+                    raise  # another operator started this run first: reload its record
+                # Left by an earlier pipeline of the same name: take it over.
                 body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
                 created = await self.kube.replace_configmap(ns, body)
         else:
@@ -416,11 +419,13 @@ class Reconciler:
         starts = plan.starts()
         self._observe_metrics(run, outcomes, plan.actions, state, now)
         self._account_slots(ns, key, run, plan.state, starts, providers, now)
-        changed = dump_state(plan.state) != dump_state(state) or bool(missing)
-        # The trace first: a crash after it repeats these events on restart (the state was
-        # not saved, so the engine plans them again) rather than losing them.
-        events = await self._record(run, plan.actions, now)
+        events = trace_events(plan.actions, now, run.resolved.name, run.resolved.uid)
+        changed = dump_state(plan.state) != dump_state(state) or bool(missing) or bool(events)
+        # The state first, with this step's trace events in its outbox: they are traced
+        # only once the write won (a second operator's losing plan is never traced), and
+        # a crash after the write re-appends them on restart (read exactly once).
         run.record.state = plan.state
+        run.record.outbox = events
         if changed:
             try:
                 await self._persist(ns, run.record)  # before any Job exists
@@ -432,6 +437,7 @@ class Reconciler:
                                      f"the API server refused the run state "
                                      f"{record_name(name)} ({size} bytes): {e.api_message}")
                 return
+        await self._flush_outbox(run)
         created = await self._schedule(ns, run, [*missing, *starts], providers)
         for stop in plan.stops():
             await self._stop(ns, run, stop)
@@ -739,12 +745,11 @@ class Reconciler:
         if stage.provider:
             self._release_name(ns, stage.provider, jn)
 
-    async def _record(self, run: _Run, actions: list[Action],
-                      now: datetime) -> list[dict[str, Any]]:
-        events = trace_events(actions, now, run.resolved.name, run.resolved.uid)
-        if events:
-            await run.store.append_trace(WRITER, events)
-        return events
+    async def _flush_outbox(self, run: _Run) -> None:
+        """Append the saved step's events to the trace; the next state write drops them."""
+        if run.record.outbox:
+            await run.store.append_trace(WRITER, run.record.outbox)
+            run.record.outbox = []
 
     async def _post_events(self, ns: str, body: dict[str, Any], run: _Run,
                            actions: list[Action]) -> None:

@@ -53,6 +53,11 @@ class RunRecord:
     state: RunState
     jobs: set[str] = field(default_factory=set)
     resource_version: str | None = None
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+    """Trace events of the step this state is the result of, saved with it: they reach
+    the trace only after the state write won (a second operator whose write loses on
+    resourceVersion never traces its plan), and a restart re-appends them (the trace
+    is read exactly once, :mod:`stagecoach.store.trace`)."""
 
     def dump(self) -> tuple[dict[str, str], dict[str, str]]:
         """The ConfigMap's ``data`` and ``binaryData``."""
@@ -63,9 +68,13 @@ class RunRecord:
         state = json.dumps(_bounded(dump_state(self.state)), separators=(",", ":"),
                            default=str)
         packed = gzip.compress(state.encode(), compresslevel=6, mtime=0)
+        binary = {"state.json.gz": base64.b64encode(packed).decode()}
+        if self.outbox:
+            events = json.dumps(self.outbox, separators=(",", ":"), default=str)
+            binary["outbox.json.gz"] = base64.b64encode(
+                gzip.compress(events.encode(), compresslevel=6, mtime=0)).decode()
         return ({"pipeline.json": json.dumps({"template": tpl}, separators=(",", ":")),
-                 "jobs.json": json.dumps(sorted(self.jobs))},
-                {"state.json.gz": base64.b64encode(packed).decode()})
+                 "jobs.json": json.dumps(sorted(self.jobs))}, binary)
 
 
 MESSAGE_LIMIT = 512
@@ -130,6 +139,9 @@ def parse_record(cm: dict[str, Any], pipeline: AgentPipeline,
     state = load_state(raw_state, outputs)
     from ..engine import output_refs
 
+    outbox = (cm.get("binaryData") or {}).get("outbox.json.gz")
     record = RunRecord(pipeline, tpl, state, set(json.loads(data.get("jobs.json", "[]"))),
-                       cm.get("metadata", {}).get("resourceVersion"))
+                       cm.get("metadata", {}).get("resourceVersion"),
+                       json.loads(gzip.decompress(base64.b64decode(outbox))) if outbox
+                       else [])
     return record, output_refs(state)
