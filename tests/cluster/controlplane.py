@@ -491,7 +491,7 @@ class ControlPlane:
         old = self.component(name)
         old.stop()
         self.components.remove(old)
-        self._spawn(name, old.argv[4:], cwd=old.cwd, env=old.env)  # without setpriv
+        self._spawn(name, old.argv, cwd=old.cwd, env=old.env)
         deadline = time.monotonic() + timeout
         if name == "kube-apiserver":
             api = self.api()

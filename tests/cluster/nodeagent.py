@@ -812,16 +812,29 @@ class PodWorker:
             status = self._status()
             if self.agent.is_terminal_reported(self.uid):
                 return
-            if status["phase"] in ("Succeeded", "Failed"):
-                self.agent.mark_terminal_reported(self.uid)
             path = f"/api/v1/namespaces/{self.ns}/pods/{self.name}/status"
             try:
                 await self.agent.call(
                     self.agent.kube.patch, path, {"status": status}, strategic=True
                 )
             except ApiError as err:
-                if err.status != 404:
-                    log.warning("pod %s/%s: status patch failed: %s", self.ns, self.name, err)
+                if err.status == 404:
+                    return
+                log.warning("pod %s/%s: status patch failed: %s", self.ns, self.name, err)
+                self._resync_later()
+                return
+            except Exception as err:  # the API server is down or restarting
+                log.warning("pod %s/%s: status patch failed: %s", self.ns, self.name, err)
+                self._resync_later()
+                return
+            if status["phase"] in ("Succeeded", "Failed"):
+                self.agent.mark_terminal_reported(self.uid)
+
+    def _resync_later(self, delay: float = 2.0) -> None:
+        """Report the status again later, as the kubelet's status manager keeps doing
+        until the API server has it (a lost final status would leave the pod Running)."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: self.agent.spawn(self.sync_status()))
 
 
 class NodeAgent:

@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,6 +159,8 @@ class Operator:
         """The chart's Deployment to start as (default: the default values' one)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.restarts_on_exit = 0
+        """Times the process stopped by itself and was started again."""
 
     @property
     def log_path(self) -> Path:
@@ -184,8 +187,26 @@ class Operator:
             self.proc = subprocess.Popen(
                 [STAGECOACH, *container["args"]],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        threading.Thread(target=self._restart_on_exit, args=(self.proc,), daemon=True).start()
+
+    def _restart_on_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        """What the Deployment's restartPolicy: Always does: an operator that stops by
+        itself (a leader that could not renew its Lease exits) is started again."""
+        proc.wait()
+        time.sleep(1)
+        if self.proc is not proc:
+            return  # killed by the test
+        self.restarts_on_exit += 1
+        for _ in range(60):  # the API server may be down too: keep trying, as kubelet does
+            try:
+                self.start()
+                return
+            except Exception:
+                time.sleep(2)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Stop the operator (the restart watcher sees ``proc`` cleared within its 1 s
+        grace and leaves it stopped)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

@@ -187,8 +187,8 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
     """Run until interrupted; returns the exit code. ``STAGECOACH_METRICS_PORT`` serves
     /metrics, /healthz and /readyz (also while standing by); ``STAGECOACH_LOG_LEVEL``
     sets the log level. With ``leader_elect`` the operator reconciles only while it
-    holds the Lease (:mod:`.leader`) and exits with 1 when it loses it (its Deployment
-    restarts it as a standby)."""
+    holds the Lease (:mod:`.leader`) and exits at once with 1 when it loses it (its
+    Deployment restarts it as a standby)."""
     import os
 
     level = os.environ.get("STAGECOACH_LOG_LEVEL", "INFO").upper()
@@ -210,12 +210,10 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
         http = await serve(metrics, int(port)) if port else None
         from .leader import LeaderElector, identity
 
-        lost = asyncio.Event()
         guard: asyncio.Task[None] | None = None
         kube: Kube | None = None
         elector: LeaderElector | None = None
         try:
-            stop: asyncio.Event | None = None
             if leader_elect:
                 ns = leader_election_namespace or own_namespace()
                 kube = await Kube.connect(kubeconfig)
@@ -223,20 +221,23 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
                                         on_change=lambda leads: metrics.leader.set(int(leads)))
                 metrics.ready = True  # a healthy standby
                 await elector.acquire()
-                stop = asyncio.Event()
 
-                async def hold(elector: LeaderElector, stop: asyncio.Event) -> None:
+                async def hold(elector: LeaderElector) -> None:
                     await elector.hold()
-                    lost.set()
-                    stop.set()
+                    # Lost: stop now, as client-go's leader election does (every write
+                    # so far is durable; a graceful stop could hang on a frozen API
+                    # server while another operator already leads). The Deployment
+                    # restarts this process as a standby.
+                    logging.shutdown()
+                    os._exit(1)
 
-                guard = asyncio.get_running_loop().create_task(hold(elector, stop),
+                guard = asyncio.get_running_loop().create_task(hold(elector),
                                                                name="leader lease")
             else:
                 metrics.leader.set(1)
             await kopf.operator(registry=registry, clusterwide=all_namespaces,
                                 namespaces=namespaces, standalone=True,
-                                liveness_endpoint=liveness, stop_flag=stop)
+                                liveness_endpoint=liveness)
         finally:
             if guard is not None and not guard.done():
                 guard.cancel()
@@ -246,7 +247,7 @@ def run_operator(namespaces: list[str], all_namespaces: bool, options: JobOption
                 await kube.close()
             if http is not None:
                 await http.cleanup()
-        return 1 if lost.is_set() else 0
+        return 0
 
     return asyncio.run(main())
 

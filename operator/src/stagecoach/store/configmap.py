@@ -64,6 +64,8 @@ __all__ = [
     "label_value",
 ]
 
+POD_RETRY_SECONDS = 60.0
+"""How long a stage pod's store keeps retrying an unreachable API server."""
 SIZE_BUDGET = 1_000_000
 """Largest serialized ConfigMap (data + metadata) the store writes, in bytes."""
 
@@ -496,11 +498,16 @@ class RestClient:
     >>> status, body = await rest.request("GET", "/api/v1/namespaces")  # doctest: +SKIP
     """
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, retry_for: float = 0.0) -> None:
         self.api = api_client
+        self.retry_for = retry_for
+        """Seconds to keep retrying a request the API server could not answer (lost
+        connection, 429, 5xx) before giving up: stage pods ride out an API server
+        restart this way. 0 (the operator's): fail at once, its reconcile is retried."""
 
     @classmethod
-    async def connect(cls, kubeconfig: str | None = None) -> RestClient:
+    async def connect(cls, kubeconfig: str | None = None,
+                      retry_for: float = 0.0) -> RestClient:
         """In-cluster configuration when running in a pod (no ``kubeconfig`` given and
         ``KUBERNETES_SERVICE_HOST`` set), else the kubeconfig (``$KUBECONFIG``)."""
         from kubernetes_asyncio import client, config
@@ -511,12 +518,33 @@ class RestClient:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
             await config.load_kube_config(config_file=path, client_configuration=cfg)
-        return cls(client.ApiClient(cfg))
+        return cls(client.ApiClient(cfg), retry_for)
 
     async def request(self, method: str, path: str, body: Any = None,
                       query: builtins.list[tuple[str, str]] | None = None,
                       content_type: str = "application/json") -> tuple[int, Any]:
-        """One API call; returns the status and the decoded JSON body."""
+        """One API call; returns the status and the decoded JSON body (retried for
+        ``retry_for`` seconds while the API server is unreachable or overloaded)."""
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.5
+        while True:
+            try:
+                status, data = await self._request(method, path, body, query, content_type)
+            except StoreError:
+                if time.monotonic() + delay > deadline:
+                    raise
+            else:
+                if status not in (429, 500, 502, 503, 504) or time.monotonic() + delay > deadline:
+                    return status, data
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 4.0)
+
+    async def _request(self, method: str, path: str, body: Any,
+                       query: builtins.list[tuple[str, str]] | None,
+                       content_type: str) -> tuple[int, Any]:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
@@ -598,7 +626,8 @@ class LazyConfigMapClient:
 
     async def _c(self) -> RestConfigMapClient:
         if self._client is None:
-            self._client = RestConfigMapClient(await RestClient.connect(self.kubeconfig))
+            self._client = RestConfigMapClient(await RestClient.connect(
+                self.kubeconfig, retry_for=POD_RETRY_SECONDS))
         return self._client
 
     async def get_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
