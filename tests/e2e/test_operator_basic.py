@@ -139,3 +139,21 @@ def test_hello_with_s3_storage(crds: object, kube_namespace: str, kubectl: Kubec
         assert "PipelineSucceeded" in [json.loads(line)["type"] for line in out.splitlines()]
     finally:
         op.kill()
+
+
+def test_a_finished_pipeline_goes_after_its_ttl_with_everything_it_owns(
+        operator: Operator, kubectl: Kubectl) -> None:
+    provider, pipeline = load_example("hello")
+    pipeline["spec"]["ttlSecondsAfterFinished"] = 3
+    kubectl.apply(cassette_configmap("hello-cassette", "hello"),
+                  replay_provider(provider, "hello-cassette"), pipeline)
+    obj = kubectl.wait_phase("hello", {"Succeeded", "Failed"}, operator=operator)
+    assert obj["status"]["phase"] == "Succeeded"
+    owned = ("configmaps", "-l", "stagecoach.dev/pipeline=hello")
+    assert kubectl.items(*owned)  # outputs and trace readable until the TTL
+    kubectl.wait_for(("agentpipelines",), lambda items: not items["items"], timeout=60,
+                     operator=operator)
+    kubectl.wait_for(owned, lambda items: not items["items"], timeout=60, operator=operator)
+    kubectl.wait_for(("jobs",), lambda items: not items["items"], timeout=60,
+                     operator=operator)
+    assert "deleted" in operator.logs() and "(TTL)" in operator.logs()

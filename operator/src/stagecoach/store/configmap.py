@@ -41,11 +41,13 @@ from __future__ import annotations
 
 import base64
 import builtins
+import copy
 import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._protocol import NotFound, StoreError, TooLarge
@@ -273,29 +275,43 @@ class ConfigMapStore:
             name = self.name_for(key)
             body = self._body(key, name, b"")
             body["metadata"]["labels"][WRITER_LABEL] = writer
-            for _ in range(5):
-                try:
-                    await self.client.create_configmap(self.namespace, body)
-                    break
-                except Conflict:
-                    pass
-                old = await self.client.get_configmap(self.namespace, name)
-                if old is None:
-                    continue
-                labels = old["metadata"].get("labels") or {}
-                if self._owned(old, key) and labels.get(WRITER_LABEL) == writer:
-                    break
-                new = self._with_data(old, key, self._value(old, key)) \
-                    if self._owned(old, key) else dict(body)
-                new["metadata"] = {**body["metadata"],
-                                   "resourceVersion": old["metadata"]["resourceVersion"]}
-                try:
-                    await self.client.replace_configmap(self.namespace, new)
-                    break
-                except Conflict:
-                    continue
-            else:
-                raise StoreError(f"cannot prepare ConfigMap {name}: it keeps changing")
+
+            def takeover(old: dict[str, Any], key: str = key,
+                         body: dict[str, Any] = body) -> dict[str, Any] | None:
+                if not self._owned(old, key):
+                    return copy.deepcopy(body)  # not ours (an earlier pipeline): empty
+                if (old["metadata"].get("labels") or {}).get(WRITER_LABEL) == writer:
+                    return None  # prepared already (a repeated reconcile)
+                new = self._with_data(old, key, self._value(old, key))
+                new["metadata"] = copy.deepcopy(body["metadata"])
+                return new
+
+            await self._upsert(name, body, takeover)
+
+    async def _upsert(self, name: str, body: dict[str, Any],
+                      replacement: Callable[[dict[str, Any]], dict[str, Any] | None]
+                      ) -> None:
+        """Create ``body``; when the object exists, replace it with ``replacement(old)``
+        (None: leave it as it is), retrying when someone else wrote in between."""
+        for _ in range(5):
+            try:
+                await self.client.create_configmap(self.namespace, body)
+                return
+            except Conflict:
+                pass
+            old = await self.client.get_configmap(self.namespace, name)
+            if old is None:
+                continue
+            new = replacement(old)
+            if new is None:
+                return
+            new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+            try:
+                await self.client.replace_configmap(self.namespace, new)
+                return
+            except Conflict:
+                continue
+        raise StoreError(f"cannot write ConfigMap {name}: it keeps changing")
 
     async def aclose(self) -> None:
         """Close the client's connections when it has any (the store is done)."""
@@ -312,25 +328,15 @@ class ConfigMapStore:
         if self.prepared:
             await self._update_prepared(key, name, data)
             return
-        for _ in range(5):
-            try:
-                await self.client.create_configmap(self.namespace, body)
-                return
-            except Conflict:
-                pass
-            old = await self.client.get_configmap(self.namespace, name)
-            if old is None:
-                continue
-            if (old["metadata"].get("annotations") or {}).get(KEY_ANNOTATION) != key:
-                raise StoreError(f"ConfigMap {name} holds another key "
-                                 f"({old['metadata'].get('annotations', {}).get(KEY_ANNOTATION)})")
-            body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-            try:
-                await self.client.replace_configmap(self.namespace, body)
-                return
-            except Conflict:
-                continue
-        raise StoreError(f"cannot write ConfigMap {name}: it keeps changing")
+
+        def same_key(old: dict[str, Any]) -> dict[str, Any]:
+            held = (old["metadata"].get("annotations") or {}).get(KEY_ANNOTATION)
+            if held != key:
+                raise StoreError(f"ConfigMap {name} holds another key ({held})")
+            # Ours, or an earlier pipeline's of the same name: overwritten.
+            return {**body, "metadata": dict(body["metadata"])}
+
+        await self._upsert(name, body, same_key)
 
     async def _update_prepared(self, key: str, name: str, data: bytes) -> None:
         for _ in range(5):
