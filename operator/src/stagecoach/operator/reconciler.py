@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +68,7 @@ from ..store import (
     open_store,
 )
 from ..store.spill import DEFAULT_SPILL_THRESHOLD
+from .admission import ProviderAdmission
 from .events import EVENT_TYPES, describe
 from .jobs import (
     JobOptions,
@@ -164,7 +164,7 @@ class Reconciler:
         self.runs: dict[PipelineKey, _Run] = {}
         self.last_status: dict[PipelineKey, dict[str, Any]] = {}
         self._rbac: set[str] = set()
-        self._provider_status: dict[tuple[str, str], tuple[int, int]] = {}
+        self.admission = ProviderAdmission(kube, slots, lambda key: self.trigger(key))
         self._providers_cache: dict[str, dict[str, ModelProvider]] = {}
         self.own_versions: dict[PipelineKey, str] = {}
         """resourceVersion of our latest status patch per pipeline: the watch event it
@@ -411,14 +411,14 @@ class Reconciler:
                     pods.setdefault(jn, []).append(pod)
         for job in jobs.values():
             if job_finished(job):
-                self._release(ns, job)
+                self.admission.release_job(ns, job)
         outcomes, missing = await self._observe(ns, run, jobs, pods)
         now = self.clock()
-        free, rate_wake = await self._free_slots(ns, key, run, providers, now)
+        free, rate_wake = await self.admission.free(ns, key, run.resolved, providers, now)
         plan = step(run.resolved, state, now, outcomes, free_slots=free)
         starts = plan.starts()
         self._observe_metrics(run, outcomes, plan.actions, state, now)
-        self._account_slots(ns, key, run, plan.state, starts, providers, now)
+        self.admission.account(ns, key, run.resolved, plan.state, starts, providers, now)
         events = trace_events(plan.actions, now, run.resolved.name, run.resolved.uid)
         changed = dump_state(plan.state) != dump_state(state) or bool(missing) or bool(events)
         # The state first, with this step's trace events in its outbox: they are traced
@@ -452,7 +452,7 @@ class Reconciler:
             self._persist(ns, run.record) if created else asyncio.sleep(0),
             self._post_events(ns, body, run, plan.actions),
             self._publish(ns, body, run),
-            self._publish_providers(ns, providers),
+            self.admission.publish(ns, providers),
             self._collect_pods(ns, run, jobs, pods),
             return_exceptions=True)
         for result in results:
@@ -558,88 +558,8 @@ class Reconciler:
                             (now - since).total_seconds())
         self.metrics.api_requests.set(self.kube.requests)
 
-    # -- provider slots ------------------------------------------------------------------
-    @staticmethod
-    def _limit(providers: dict[str, ModelProvider], name: str) -> int | None:
-        p = providers.get(name)
-        return p.spec.limits.max_concurrency if p is not None else None
-
-    async def _free_slots(self, ns: str, key: PipelineKey, run: _Run,
-                          providers: dict[str, ModelProvider], now: datetime
-                          ) -> tuple[dict[str, int], datetime | None]:
-        free: dict[str, int] = {}
-        wake: datetime | None = None
-        wanted = {s.provider for s in run.resolved.all_stages if s.provider}
-        for name in sorted(wanted):
-            p = providers.get(name)
-            rpm = p.spec.limits.requests_per_minute if p is not None else None
-            pkey = (ns, name)
-            limit = self._limit(providers, name)
-            if (rpm is not None and pkey not in self.slots.started) or (
-                    limit is not None and not self.slots.known(pkey)):
-                # First use since start or takeover: rebuild from the cluster's Jobs.
-                from .jobs import PROVIDER_LABEL
-
-                jobs = await self.kube.list_jobs(ns, f"{PROVIDER_LABEL}={name}")
-                if not self.slots.known(pkey):
-                    self.slots.load(pkey, [j["metadata"]["name"] for j in jobs
-                                           if not job_finished(j)])
-                self.slots.load_started(pkey, [
-                    t for t in (_created(j) for j in jobs)
-                    if t is not None and t > now - timedelta(minutes=1)])
-            if rpm is not None:
-                left, at = self.slots.rate_free((ns, name), rpm, now)
-                free[name] = left
-                if at is not None:
-                    wake = at if wake is None else min(wake, at)
-            if limit is None:
-                continue
-            free[name] = min(free.get(name, limit), self.slots.free_for(pkey, key, limit))
-        return free, wake
-
-    def _account_slots(self, ns: str, key: PipelineKey, run: _Run, state: RunState,
-                       starts: list[StartAttempt], providers: dict[str, ModelProvider],
-                       now: datetime) -> None:
-        started: dict[str, int] = {}
-        for s in starts:
-            if s.provider and s.provider in providers:
-                assert s.stage is not None and s.iteration is not None
-                jn = job_name(run.resolved.name, s.stage, s.iteration, s.attempt or 1, s.index)
-                if self._limit(providers, s.provider) is not None:
-                    self.slots.take((ns, s.provider), jn, now)
-                else:
-                    self.slots.started.setdefault((ns, s.provider), deque()).append(now)
-                started[s.provider] = started.get(s.provider, 0) + 1
-        waiting: dict[str, int] = {}
-        for st in run.resolved.all_stages:
-            for inst in state.stages[st.name].instances:
-                if inst.phase == "Queued" and inst.reason == "WaitingForProvider" and st.provider:
-                    waiting[st.provider] = waiting.get(st.provider, 0) + 1
-        for name in set(waiting) | set(started):
-            self.slots.update((ns, name), key, waiting.get(name, 0), started.get(name, 0))
-
-    async def _publish_providers(self, ns: str, providers: dict[str, ModelProvider]) -> None:
-        """ModelProvider status (inUse, queued) for limited providers, on a change."""
-        for name in sorted(providers):
-            if self._limit(providers, name) is None or not self.slots.known((ns, name)):
-                continue
-            usage = self.slots.usage((ns, name))
-            if self._provider_status.get((ns, name)) == usage:
-                continue
-            self._provider_status[(ns, name)] = usage
-            await self.kube.patch_provider_status(ns, name, {"inUse": usage[0],
-                                                             "queued": usage[1]})
-
-    def _release(self, ns: str, job: dict[str, Any]) -> None:
-        from .jobs import PROVIDER_LABEL
-
-        provider = job["metadata"].get("labels", {}).get(PROVIDER_LABEL)
-        if provider:
-            self._release_name(ns, provider, job["metadata"]["name"])
-
     def _release_name(self, ns: str, provider: str, jn: str) -> None:
-        for waiter in self.slots.release((ns, provider), jn):
-            self.trigger(waiter)
+        self.admission.release(ns, provider, jn)
 
     # -- apply ---------------------------------------------------------------------------
     async def _ensure_rbac(self, ns: str) -> None:
@@ -807,14 +727,6 @@ class Reconciler:
         if version:
             self.own_versions[key] = version
         self.last_status[key] = {k: v for k, v in dumped.items() if v is not None}
-
-
-def _created(obj: dict[str, Any]) -> datetime | None:
-    raw = (obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")) if raw else None
-    except ValueError:
-        return None
 
 
 def _norm(previous: dict[str, Any], like: dict[str, Any]) -> dict[str, Any]:
