@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import sys
 import time
 from typing import Any
 
@@ -23,6 +24,12 @@ pytestmark = pytest.mark.cluster
 # Transient API errors during an outage are warnings (no traceback); kopf says so too.
 OUTAGE = ("Cannot connect", "ClientConnectorError", "Server disconnected", "timeout",
           "Timeout", "Connection reset")
+
+
+def figure(line: str) -> None:
+    """Print past pytest's capture, so CI's log keeps the figures."""
+    sys.__stdout__.write(f"\n{line}\n")
+    sys.__stdout__.flush()
 
 
 def running(kubectl: Kubectl, name: str, stage: str, operator: Operator,
@@ -51,8 +58,8 @@ def report(fault: str, injected: int, kubectl: Kubectl, names: list[str],
     lost = sum(outputs_readable(kubectl, n, stages) for n in names)
     for n in names:
         assert_exactly_once(kubectl, n, stages)  # raises on any duplicate
-    print(f"\nFAULTS | {fault:<40} | injected {injected:>2} | pipelines {len(names)} | "
-          f"Jobs {jobs:>3} | duplicates 0 | lost outputs {lost}")
+    figure(f"FAULTS | {fault:<40} | injected {injected:>2} | pipelines {len(names)} | "
+           f"Jobs {jobs:>3} | duplicates 0 | lost outputs {lost}")
     assert lost == 0
 
 
@@ -138,6 +145,6 @@ def test_node_agent_killed_while_a_pod_runs(operator: Operator, kubectl: Kubectl
     jobs = sorted(j["metadata"]["name"] for j in kubectl.items("jobs"))
     assert jobs == ["nodeloss-s0-1-1", "nodeloss-s1-1-1", "nodeloss-s1-1-2", "nodeloss-s2-1-1"]
     lost = outputs_readable(kubectl, "nodeloss", 3)
-    print(f"\nFAULTS | {'node agent killed under a running pod':<40} | injected  1 | "
-          f"pipelines 1 | Jobs {len(jobs):>3} | duplicates 0 | lost outputs {lost}")
+    figure(f"FAULTS | {'node agent killed under a running pod':<40} | injected  1 | "
+           f"pipelines 1 | Jobs {len(jobs):>3} | duplicates 0 | lost outputs {lost}")
     assert lost == 0

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Kubectl, Operator, cassette_configmap, load_example, replay_provider
+from tests.e2e.test_operator_faults import figure
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -50,6 +51,6 @@ def test_operator_memory_is_released_run_after_run(operator: Operator,
             assert obj["status"]["phase"] == "Succeeded", json.dumps(obj["status"])
         kubectl("delete", "agentpipelines", *names, "--wait=false")
         samples.append(rss_mib(operator.proc.pid))
-    print("\noperator RSS (MiB) after each batch of 30 pipelines: "
-          + ", ".join(f"{s:.0f}" for s in samples))
+    figure("SOAK | operator RSS (MiB) after each batch of 30 pipelines: "
+           + ", ".join(f"{s:.0f}" for s in samples))
     assert samples[-1] - samples[0] <= 30, samples
