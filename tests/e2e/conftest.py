@@ -222,6 +222,23 @@ class Operator:
                          if (self.log_dir / f"{self.name}-{i}.log").exists())
 
 
+_config: list[pytest.Config] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _config.append(config)
+
+
+def figure(line: str) -> None:
+    """Print a measured figure past pytest's output capture, so CI's log keeps it."""
+    capman = _config[0].pluginmanager.getplugin("capturemanager") if _config else None
+    if capman is None:
+        print(line)
+        return
+    with capman.global_and_fixture_disabled():
+        print(f"\n{line}", flush=True)
+
+
 _operators: list[Operator] = []
 """Every operator a test started (fixture or not): their logs are checked after it."""
 

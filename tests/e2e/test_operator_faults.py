@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Kubectl, Operator
+from tests.e2e.conftest import Kubectl, Operator, figure
 from tests.e2e.test_operator_ha import assert_exactly_once
 from tests.e2e.test_operator_resilience import chain, stage_status
 
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.cluster
 # Transient API errors during an outage are warnings (no traceback); kopf says so too.
 OUTAGE = ("Cannot connect", "ClientConnectorError", "Server disconnected", "timeout",
           "Timeout", "Connection reset")
-
-
-def figure(line: str) -> None:
-    """Print past pytest's capture, so CI's log keeps the figures."""
-    sys.__stdout__.write(f"\n{line}\n")
-    sys.__stdout__.flush()
 
 
 def running(kubectl: Kubectl, name: str, stage: str, operator: Operator,

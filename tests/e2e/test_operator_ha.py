@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,6 +22,7 @@ from tests.e2e.conftest import (
     Kubectl,
     Operator,
     chart_release,
+    figure,
 )
 from tests.e2e.test_operator_resilience import chain, stage_status
 
@@ -85,8 +85,8 @@ def test_the_standby_takes_over_when_the_leader_is_killed(
         obj = kubectl.wait_phase("ha", {"Succeeded", "Failed"}, timeout=90, operator=b)
         assert obj["status"]["phase"] == "Succeeded", json.dumps(obj["status"], indent=1)
         assert_exactly_once(kubectl, "ha", 4)
-        sys.__stdout__.write(f"\nHA | leader killed → standby holds the lease after "
-                             f"{takeover:.1f} s (lease duration 15 s)\n")
+        figure(f"HA | leader killed → standby holds the lease after {takeover:.1f} s "
+               "(lease duration 15 s)")
         assert "acquired lease" in b.logs()
     finally:
         a.kill(signal.SIGTERM)

@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Kubectl, Operator, cassette_configmap, load_example, replay_provider
-from tests.e2e.test_operator_faults import figure
+from tests.e2e.conftest import (
+    Kubectl,
+    Operator,
+    cassette_configmap,
+    figure,
+    load_example,
+    replay_provider,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
