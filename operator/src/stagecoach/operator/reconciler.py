@@ -205,33 +205,34 @@ class Reconciler:
         return out
 
     async def _invalid(self, ns: str, body: dict[str, Any], message: str) -> None:
-        name = body["metadata"]["name"]
-        now = timestamp(self.clock())
-        status = {"phase": "Invalid", "reason": "Invalid", "message": message[:2000],
-                  "observedGeneration": body["metadata"].get("generation"),
-                  "conditions": [{"type": "Valid", "status": "False", "reason": "Invalid",
-                                  "message": message[:1000], "lastTransitionTime": now}]}
-        await self.kube.patch_pipeline_status(ns, name, status)
-        await self.kube.post_event(ns, body, "Warning", "Invalid", message)
-        self.metrics.pipeline_phase((ns, name), "Invalid")
-        log.info("pipeline %s/%s is invalid: %s", ns, name, message)
+        await self._end(ns, body, "Invalid", "Invalid", "Valid", message)
 
     async def _fail_run(self, ns: str, body: dict[str, Any], reason: str,
                         message: str) -> None:
         """End a pipeline the operator can no longer run (its state cannot be saved):
         phase Failed with ``reason`` and ``message`` in status and an Event; nothing
         new starts (a Failed pipeline is never loaded again)."""
+        await self._end(ns, body, "Failed", reason, "Succeeded", message)
+
+    async def _end(self, ns: str, body: dict[str, Any], phase: str, reason: str,
+                   condition: str, message: str) -> None:
+        """Publish a terminal phase the engine did not plan (Invalid, or a failure to
+        save the run), with a False ``condition``, a Warning Event and the metric."""
         name = body["metadata"]["name"]
         now = timestamp(self.clock())
-        status = {"phase": "Failed", "reason": reason, "message": message[:2000],
-                  "finishedAt": now, "observedGeneration": body["metadata"].get("generation"),
-                  "conditions": [{"type": "Succeeded", "status": "False", "reason": reason,
-                                  "message": message[:1000], "lastTransitionTime": now}]}
+        status: dict[str, Any] = {
+            "phase": phase, "reason": reason, "message": message[:2000],
+            "observedGeneration": body["metadata"].get("generation"),
+            "conditions": [{"type": condition, "status": "False", "reason": reason,
+                            "message": message[:1000], "lastTransitionTime": now}]}
+        if phase == "Failed":
+            status["finishedAt"] = now
         self.runs.pop((ns, name), None)
         await self.kube.patch_pipeline_status(ns, name, status)
         await self.kube.post_event(ns, body, "Warning", reason, message)
-        self.metrics.pipeline_phase((ns, name), "Failed")
-        log.error("pipeline %s/%s failed: %s", ns, name, message)
+        self.metrics.pipeline_phase((ns, name), phase)
+        log.log(logging.INFO if phase == "Invalid" else logging.ERROR,
+                "pipeline %s/%s: %s: %s", ns, name, phase, message)
 
     def _resolve(self, record: RunRecord, ns: str) -> tuple[ResolvedPipeline, dict[str, Any]]:
         templates = {record.template.metadata.name: record.template} if record.template else {}
