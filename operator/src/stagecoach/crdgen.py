@@ -18,7 +18,7 @@ import yaml
 from pydantic import TypeAdapter
 
 from . import GROUP, VERSION
-from .api import KINDS, AgentPipeline, AgentPipelineTemplate, ModelProvider
+from .api import KINDS, Kind
 from .api._base import DURATION_PATTERN, POSITIVE_DURATION_PATTERN, format_duration
 
 __all__ = ["crd_documents", "crd_for", "render_crd_yaml", "structural"]
@@ -106,8 +106,7 @@ def _schema(model: type[Any]) -> dict[str, Any]:
     return schema
 
 
-def crd_for(model: type[AgentPipeline] | type[AgentPipelineTemplate] | type[ModelProvider]
-            ) -> dict[str, Any]:
+def crd_for(model: Kind) -> dict[str, Any]:
     """The CRD document of one kind."""
     kind = model.__name__
     info = model.crd

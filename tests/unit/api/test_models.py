@@ -42,7 +42,7 @@ def _pipeline(spec: dict[str, Any]) -> AgentPipeline:
 
 
 def test_exactly_one_of_agent_or_run_and_template_or_stages() -> None:
-    with pytest.raises(ValidationError, match="exactly one of agent or run"):
+    with pytest.raises(ValidationError, match=r"exactly one of agent(, run or approval| or run)"):
         PipelineSpec.model_validate({"stages": [{"name": "a"}]})
     with pytest.raises(ValidationError, match="exactly one of templateRef or stages"):
         PipelineSpec.model_validate({"templateRef": {"name": "t"}, "stages": [

@@ -43,7 +43,14 @@ def test_crds_are_structural_and_carry_rules_and_columns() -> None:
     rule = spec["x-kubernetes-validations"][0]["rule"]
     assert rule == "has(self.templateRef) != has(self.stages)"
     stage = spec["properties"]["stages"]["items"]
-    assert stage["x-kubernetes-validations"][0]["rule"] == "has(self.agent) != has(self.run)"
+    assert "has(self.approval)" in stage["x-kubernetes-validations"][0]["rule"]
+    fin = spec["properties"]["finally"]["items"]
+    assert fin["x-kubernetes-validations"][0]["rule"] == "has(self.agent) != has(self.run)"
+    rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
+    # every spec field but suspend/shutdown has its own immutability rule
+    immutable = {r.split("(self.")[1].split(")")[0] for r in rules if "oldSelf." in r
+                 and "shutdown" not in r}
+    assert immutable | {"suspend", "shutdown"} == set(spec["properties"])
     assert "maxIterations" in stage["properties"]["routes"]["items"]["required"]
     assert spec["properties"]["maxParallel"]["minimum"] == 1
     assert spec["properties"]["stages"]["x-kubernetes-list-type"] == "map"
@@ -54,6 +61,11 @@ def test_crds_are_structural_and_carry_rules_and_columns() -> None:
         "Type", "In use"]
     assert docs["agentpipelinetemplates.stagecoach.dev.yaml"]["spec"]["names"][
         "shortNames"] == ["aptpl"]
+    sa = docs["stageapprovals.stagecoach.dev.yaml"]["spec"]
+    assert sa["names"]["shortNames"] == ["sapr"]
+    assert [c["name"] for c in sa["versions"][0]["additionalPrinterColumns"]] == [
+        "Pipeline", "Stage", "Decision", "Approver", "Result", "Age"]
+    assert sa["versions"][0]["subresources"] == {"status": {}}
 
 
 def _walk(node: object, path: str = "") -> list[str]:

@@ -53,7 +53,7 @@ CASES = [
     ("non-DNS name", _stage("Bad_Name"), "spec.stages[0].name: 'Bad_Name' is not a DNS label"),
     ("both agent and run", "    - name: a\n      run: {image: x, command: [x]}\n"
                            "      agent: {provider: p, model: m, prompt: hi}\n",
-     "spec.stages[0]: a stage needs exactly one of agent or run"),
+     "spec.stages[0]: a stage needs exactly one of agent, run or approval (it has agent and run)"),
     ("hyphen in CEL", _stage("fact-check") + _stage("b", "dependsOn: [fact-check]\n"
                                                     "when: stages.fact-check.output.ok"),
      "stages['fact-check']"),

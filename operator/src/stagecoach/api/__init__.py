@@ -5,6 +5,7 @@ Import from here; the private modules may move. No side effects.
 
 from ._base import ApiModel, Duration, format_duration, parse_duration
 from ._values import did_you_mean, show_value, type_word
+from .approval import ApprovalStatus, StageApprovalSpec
 from .attempt import (
     ATTEMPT_ENV,
     EXIT_CODES,
@@ -35,8 +36,11 @@ from .meta import DNS_SUBDOMAIN, ObjectMeta, name_problem
 from .pipeline import (
     DNS_LABEL,
     ERROR_CLASSES,
+    MUTABLE_SPEC_FIELDS,
     RETRYABLE_DEFAULT,
     AgentSpec,
+    ApprovalInput,
+    ApprovalSpec,
     Backoff,
     Budget,
     ContextPolicy,
@@ -48,6 +52,7 @@ from .pipeline import (
     OutputSpec,
     PipelineSpec,
     Resources,
+    ResumeFrom,
     RetryPolicy,
     Route,
     RunSpec,
@@ -74,7 +79,15 @@ from .provider import (
     RequestPolicy,
 )
 from .resolve import ResolvedPipeline, ResolvedStage, resolve_pipeline
-from .resources import KINDS, AgentPipeline, AgentPipelineTemplate, CrdInfo, ModelProvider
+from .resources import (
+    KINDS,
+    AgentPipeline,
+    AgentPipelineTemplate,
+    CrdInfo,
+    Kind,
+    ModelProvider,
+    StageApproval,
+)
 from .status import (
     PIPELINE_PHASES,
     STAGE_PHASES,
@@ -94,6 +107,7 @@ __all__ = [
     "ERROR_CLASSES",
     "EXIT_CODES",
     "KINDS",
+    "MUTABLE_SPEC_FIELDS",
     "PIPELINE_PHASES",
     "RETRYABLE_DEFAULT",
     "STAGE_PHASES",
@@ -102,6 +116,9 @@ __all__ = [
     "AgentPipelineTemplate",
     "AgentSpec",
     "ApiModel",
+    "ApprovalInput",
+    "ApprovalSpec",
+    "ApprovalStatus",
     "AttemptResult",
     "AttemptSpec",
     "Backoff",
@@ -122,6 +139,7 @@ __all__ = [
     "ErrorClass",
     "Fallback",
     "InstanceCounts",
+    "Kind",
     "Limits",
     "Loaded",
     "LoopInfo",
@@ -143,12 +161,15 @@ __all__ = [
     "ResolvedPipeline",
     "ResolvedStage",
     "Resources",
+    "ResumeFrom",
     "RetryPolicy",
     "Route",
     "RunSpec",
     "S3Storage",
     "SecretKeyRef",
     "Stage",
+    "StageApproval",
+    "StageApprovalSpec",
     "StagePhase",
     "StageSpecBody",
     "StageStatus",

@@ -22,8 +22,11 @@ from .quantity import QUANTITY, resource_problems
 __all__ = [
     "DNS_LABEL",
     "ERROR_CLASSES",
+    "MUTABLE_SPEC_FIELDS",
     "RETRYABLE_DEFAULT",
     "AgentSpec",
+    "ApprovalInput",
+    "ApprovalSpec",
     "Backoff",
     "Budget",
     "ContextPolicy",
@@ -35,6 +38,7 @@ __all__ = [
     "OutputSpec",
     "PipelineSpec",
     "Resources",
+    "ResumeFrom",
     "RetryPolicy",
     "Route",
     "RunSpec",
@@ -247,6 +251,56 @@ _EXACTLY_ONE: dict[str, JsonValue] = {
     "rule": "has(self.agent) != has(self.run)",
     "message": "a stage needs exactly one of agent or run",
 }
+_EXACTLY_ONE_OF_THREE: dict[str, JsonValue] = {
+    "rule": "(has(self.agent) ? 1 : 0) + (has(self.run) ? 1 : 0) + "
+            "(has(self.approval) ? 1 : 0) == 1",
+    "message": "a stage needs exactly one of agent, run or approval",
+}
+_APPROVAL_ALONE: dict[str, JsonValue] = {
+    "rule": "!has(self.approval) || (!has(self.forEach) && !has(self.retry) && "
+            "!has(self.timeout) && !has(self.resources))",
+    "message": "an approval stage takes no forEach, retry, timeout or resources "
+               "(approval.timeout bounds the wait)",
+}
+
+
+class ApprovalInput(ApiModel):
+    """A value the approver supplies with the decision (DESIGN §9)."""
+
+    name: str = Field(max_length=63, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                      description="Input name (an identifier: templates read it as "
+                      "stages.<stage>.output.inputs.<name>).")
+    description: str | None = Field(None, max_length=1024,
+                                    description="What the approver should enter.")
+    enum: list[str] | None = Field(None, min_length=1, max_length=64,
+                                   description="Allowed values.")
+    default: str | None = Field(None, max_length=4096,
+                                description="Value when the approver gives none.")
+    required: bool = Field(False, description="The approver must give a value (or the "
+                           "default applies).")
+
+    @model_validator(mode="after")
+    def _default_in_enum(self) -> ApprovalInput:
+        if self.enum is not None and self.default is not None and self.default not in self.enum:
+            raise ValueError(f"default {self.default!r} is not one of enum "
+                             f"({', '.join(self.enum)})")
+        return self
+
+
+class ApprovalSpec(ApiModel):
+    """A human gate: the stage waits for a ``StageApproval`` (DESIGN §9)."""
+
+    message: str = Field(min_length=1, max_length=16384,
+                         description="What the approver is asked (Jinja2 template).")
+    timeout: PositiveDuration | None = Field(
+        None, description="How long to wait; then onTimeout decides (default: forever).")
+    on_timeout: Literal["reject", "approve"] = Field(
+        "reject", description="Decision when the timeout passes.")
+    inputs: list[ApprovalInput] = Field(
+        default_factory=list, max_length=32,
+        description="Values the approver supplies.",
+        json_schema_extra={"x-kubernetes-list-type": "map",
+                           "x-kubernetes-list-map-keys": ["name"]})
 
 
 class StageSpecBody(ApiModel):
@@ -265,9 +319,12 @@ class StageSpecBody(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> StageSpecBody:
+        self._check_kind()
+        return self
+
+    def _check_kind(self) -> None:
         if (self.agent is None) == (self.run is None):
             raise ValueError("a stage needs exactly one of agent or run")
-        return self
 
 
 class Stage(StageSpecBody):
@@ -276,7 +333,8 @@ class Stage(StageSpecBody):
     model_config = {
         "json_schema_extra": {
             "x-kubernetes-validations": [
-                _EXACTLY_ONE,
+                _EXACTLY_ONE_OF_THREE,
+                _APPROVAL_ALONE,
                 {"rule": "!has(self.dependsOn) || !(self.name in self.dependsOn)",
                  "message": "a stage cannot depend on itself"},
                 {"rule": "!has(self.routes) || self.routes.all(r, r.goto != self.name)",
@@ -300,6 +358,21 @@ class Stage(StageSpecBody):
     on_failure: Literal["fail", "continue"] = Field(
         "fail", description="fail the pipeline, or continue with this stage's output null."
     )
+    approval: ApprovalSpec | None = Field(
+        None, description="Wait for a person's decision (exactly one of agent/run/approval).")
+
+    def _check_kind(self) -> None:
+        kinds = [k for k in ("agent", "run", "approval") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a stage needs exactly one of agent, run or approval"
+                             + (f" (it has {' and '.join(kinds)})" if kinds else ""))
+        if self.approval is not None:
+            extra = [k for k, v in (("forEach", self.for_each), ("retry", self.retry),
+                                    ("timeout", self.timeout), ("resources", self.resources))
+                     if v is not None]
+            if extra:
+                raise ValueError(f"an approval stage takes no {', '.join(extra)} "
+                                 "(approval.timeout bounds the wait)")
 
 
 class TemplateRef(ApiModel):
@@ -376,6 +449,35 @@ class Limits(ApiModel):
         "with InvalidInput (default 5000).")
 
 
+class ResumeFrom(ApiModel):
+    """The pipeline a retry continues from (DESIGN §9)."""
+
+    name: str = Field(max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                      description="An AgentPipeline in the same namespace; its Succeeded, "
+                      "unchanged stages are reused.")
+
+
+MUTABLE_SPEC_FIELDS = ("suspend", "shutdown")
+"""The only spec fields that may change after creation (DESIGN §9)."""
+
+_IMMUTABLE_FIELDS = ("templateRef", "params", "maxParallel", "timeout", "limits",
+                     "ttlSecondsAfterFinished", "budget", "storage", "defaults", "stages",
+                     "finally", "output", "resumeFrom")
+
+
+def _immutable(field_name: str) -> dict[str, JsonValue]:
+    return {
+        "rule": f"has(self.{field_name}) == has(oldSelf.{field_name}) && "
+                f"(!has(self.{field_name}) || self.{field_name} == oldSelf.{field_name})",
+        "message": f"spec.{field_name} is immutable once the pipeline exists (a run is a "
+                   "snapshot; only spec.suspend and spec.shutdown change): delete and "
+                   "re-create the pipeline, or `stagecoach retry` it",
+    }
+
+
+_IMMUTABLE_RULES = [_immutable(f) for f in _IMMUTABLE_FIELDS]
+
+
 class PipelineSpec(ApiModel):
     """The desired pipeline: stages inline or a template reference, plus limits."""
 
@@ -386,10 +488,13 @@ class PipelineSpec(ApiModel):
                     "rule": "has(self.templateRef) != has(self.stages)",
                     "message": "set exactly one of templateRef or stages",
                 },
+                *_IMMUTABLE_RULES,
                 {
-                    "rule": "self == oldSelf",
-                    "message": "spec is immutable once the pipeline exists (a run is a "
-                    "snapshot): delete and re-create the pipeline to change it",
+                    "rule": "!has(oldSelf.shutdown) || (has(self.shutdown) && "
+                            "(self.shutdown == oldSelf.shutdown || self.shutdown == "
+                            "'Terminate'))",
+                    "message": "spec.shutdown cannot be removed once set; it may only "
+                    "go from Stop to Terminate",
                 },
             ]
         }
@@ -422,6 +527,16 @@ class PipelineSpec(ApiModel):
         json_schema_extra=_STAGE_LIST,
     )
     output: str | None = Field(None, description="Final assembly (Jinja2 template).")
+    suspend: bool | None = Field(
+        None, description="true: no new attempt starts (running ones finish), phase "
+        "Suspended; false or unset: run. May change at any time.")
+    shutdown: Literal["Stop", "Terminate"] | None = Field(
+        None, description="Stop: nothing new starts, running attempts and finally "
+        "finish, phase Cancelled (Stopped). Terminate: running attempts are stopped, "
+        "finally is skipped, phase Cancelled (Terminated). May be set at any time.")
+    resume_from: ResumeFrom | None = Field(
+        None, description="Reuse the Succeeded, unchanged stages of an earlier pipeline "
+        "(retry from the failure point).")
 
     @model_validator(mode="after")
     def _template_or_stages(self) -> PipelineSpec:

@@ -10,6 +10,8 @@ No side effects.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
@@ -19,6 +21,7 @@ from .manifest import Problem
 from .pipeline import (
     DEFAULT_MAX_INSTANCES,
     AgentSpec,
+    ApprovalSpec,
     Defaults,
     RetryPolicy,
     Route,
@@ -28,7 +31,7 @@ from .pipeline import (
 )
 from .resources import AgentPipeline, AgentPipelineTemplate
 
-__all__ = ["ResolvedPipeline", "ResolvedStage", "resolve_pipeline"]
+__all__ = ["ResolvedPipeline", "ResolvedStage", "resolve_pipeline", "stage_hash"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ResolvedStage:
     is_finally: bool = False
     path: str = ""
     """Field path of the stage in the manifest, for messages (``spec.stages[2]``)."""
+    approval: ApprovalSpec | None = None
 
     @property
     def provider(self) -> str | None:
@@ -77,6 +81,7 @@ class ResolvedPipeline:
     max_tokens: int | None = None
     max_instances: int = DEFAULT_MAX_INSTANCES
     stages_path: str = "spec.stages"
+    resume_from: str | None = None
 
     @cached_property
     def _by_name(self) -> dict[str, ResolvedStage]:
@@ -90,6 +95,36 @@ class ResolvedPipeline:
     def all_stages(self) -> tuple[ResolvedStage, ...]:
         """Regular stages, then finally stages."""
         return (*self.stages, *self.finally_stages)
+
+    @cached_property
+    def spec_hashes(self) -> dict[str, str]:
+        """Stage name → hash of its resolved spec (what ``resumeFrom`` compares)."""
+        return {s.name: stage_hash(s, self.params) for s in self.all_stages}
+
+
+def stage_hash(stage: ResolvedStage, params: dict[str, Any]) -> str:
+    """``sha256:`` of the stage's resolved spec and the pipeline's params, canonical JSON.
+
+    Everything that can change what the stage does is in it: its kind (agent, run or
+    approval) with every field after defaults, dependencies, ``when``, ``forEach``,
+    routes, retry, timeout and ``onFailure``, and the params (templates may read any of
+    them). Not in it: the manifest path, the pipeline's name, uid and limits. A
+    ModelProvider's own spec is not either (it is a separate object; say so in reports).
+    """
+    def dump(model: Any) -> Any:
+        return model.model_dump(mode="json", by_alias=True, exclude_none=True) \
+            if model is not None else None
+
+    doc = {
+        "name": stage.name, "agent": dump(stage.agent), "run": dump(stage.run),
+        "approval": dump(stage.approval), "dependsOn": list(stage.depends_on),
+        "when": stage.when, "forEach": stage.for_each,
+        "routes": [dump(r) for r in stage.routes], "retry": dump(stage.retry),
+        "timeout": stage.timeout.total_seconds() if stage.timeout else None,
+        "onFailure": stage.on_failure, "finally": stage.is_finally, "params": params,
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _resolve_stage(
@@ -109,6 +144,7 @@ def _resolve_stage(
             "for_each": stage.for_each,
             "routes": tuple(stage.routes),
             "on_failure": stage.on_failure,
+            "approval": stage.approval,
         }
     return ResolvedStage(
         name=stage.name,
@@ -183,6 +219,7 @@ def resolve_pipeline(
         max_instances=(spec.limits.max_instances if spec.limits
                        else DEFAULT_MAX_INSTANCES),
         stages_path=stages_path,
+        resume_from=spec.resume_from.name if spec.resume_from else None,
     )
     return resolved, []
 

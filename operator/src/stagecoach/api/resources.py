@@ -1,5 +1,5 @@
-"""The three custom resources: ``AgentPipeline``, ``AgentPipelineTemplate``,
-``ModelProvider``.
+"""The custom resources: ``AgentPipeline``, ``AgentPipelineTemplate``, ``ModelProvider``
+and ``StageApproval``.
 
 Each pairs ``metadata`` with a spec model and a status model, and carries the CRD
 facts (plural, short names, printer columns) that :mod:`stagecoach.crdgen` needs, so a
@@ -13,12 +13,21 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ._base import ApiModel
+from .approval import ApprovalStatus, StageApprovalSpec
 from .meta import ObjectMeta
 from .pipeline import PipelineSpec, TemplateSpec
 from .provider import ProviderSpec, ProviderStatus
 from .status import PipelineStatus
 
-__all__ = ["KINDS", "AgentPipeline", "AgentPipelineTemplate", "CrdInfo", "ModelProvider"]
+__all__ = [
+    "KINDS",
+    "AgentPipeline",
+    "AgentPipelineTemplate",
+    "CrdInfo",
+    "Kind",
+    "ModelProvider",
+    "StageApproval",
+]
 
 
 class CrdInfo:
@@ -86,8 +95,35 @@ class ModelProvider(ApiModel):
     status: ProviderStatus | None = Field(None, description="Usage across pipelines.")
 
 
-KINDS: dict[str, type[AgentPipeline] | type[AgentPipelineTemplate] | type[ModelProvider]] = {
+class StageApproval(ApiModel):
+    """A decision on a waiting approval stage (DESIGN §9)."""
+
+    crd: ClassVar[CrdInfo] = CrdInfo(
+        "stageapprovals",
+        ["sapr"],
+        [
+            {"name": "Pipeline", "type": "string", "jsonPath": ".spec.pipeline"},
+            {"name": "Stage", "type": "string", "jsonPath": ".spec.stage"},
+            {"name": "Decision", "type": "string", "jsonPath": ".spec.decision"},
+            {"name": "Approver", "type": "string", "jsonPath": ".spec.approver"},
+            {"name": "Result", "type": "string", "jsonPath": ".status.phase"},
+            _AGE,
+        ],
+    )
+
+    api_version: Literal["stagecoach.dev/v1alpha1"] = Field(description="API version.")
+    kind: Literal["Kind", "StageApproval"] = Field(description="StageApproval.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: StageApprovalSpec = Field(description="The decision.")
+    status: ApprovalStatus | None = Field(None, description="The operator's answer.")
+
+
+Kind = (type[AgentPipeline] | type[AgentPipelineTemplate] | type[ModelProvider]
+        | type[StageApproval])
+
+KINDS: dict[str, Kind] = {
     "AgentPipeline": AgentPipeline,
     "AgentPipelineTemplate": AgentPipelineTemplate,
     "ModelProvider": ModelProvider,
+    "StageApproval": StageApproval,
 }

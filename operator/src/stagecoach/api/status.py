@@ -26,7 +26,8 @@ __all__ = [
     "TokenUsage",
 ]
 
-PipelinePhase = Literal["Pending", "Running", "Succeeded", "Failed", "Cancelled", "Invalid"]
+PipelinePhase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed", "Cancelled",
+                        "Invalid"]
 StagePhase = Literal["Pending", "Waiting", "Queued", "Running", "Succeeded", "Failed", "Skipped"]
 PIPELINE_PHASES: tuple[str, ...] = PipelinePhase.__args__  # type: ignore[attr-defined]
 STAGE_PHASES: tuple[str, ...] = StagePhase.__args__  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ from .actions import (
     timestamp,
     trace_events,
 )
+from .control import SHUTDOWN_MODES, ApprovalDecision, ApprovalVerdict, Control, approval_inputs
 from .dag import Graph, GraphError, build
 from .expressions import (
     CelResult,
@@ -28,22 +29,29 @@ from .expressions import (
     render_template,
 )
 from .plan import AttemptOutcome, Plan, cancel, new_state, observe, plan, step, variables
+from .reuse import PriorStage, ReuseVerdict, apply_reuse, prior_stages, reusable
 from .state import Instance, RunState, StageRun, Tokens, dump_state, load_state, output_refs
 from .status import to_status
 from .validation import validate_manifests, validate_pipeline
 
 __all__ = [
+    "SHUTDOWN_MODES",
     "Action",
+    "ApprovalDecision",
+    "ApprovalVerdict",
     "AttemptOutcome",
     "CelResult",
+    "Control",
     "ExpressionError",
     "FinishPipeline",
     "Graph",
     "GraphError",
     "Instance",
     "Plan",
+    "PriorStage",
     "RecordDecision",
     "ResetIteration",
+    "ReuseVerdict",
     "RunState",
     "ScheduleRetry",
     "SkipStage",
@@ -52,6 +60,8 @@ __all__ = [
     "StartAttempt",
     "StopAttempt",
     "Tokens",
+    "apply_reuse",
+    "approval_inputs",
     "build",
     "cancel",
     "check_cel",
@@ -63,7 +73,9 @@ __all__ = [
     "observe",
     "output_refs",
     "plan",
+    "prior_stages",
     "render_template",
+    "reusable",
     "step",
     "timestamp",
     "to_status",

@@ -32,8 +32,10 @@ from .actions import (
     StartAttempt,
     StopAttempt,
 )
+from .control import ApprovalDecision, ApprovalVerdict, Control
 from .dag import Graph, build
 from .expressions import ExpressionError, evaluate_cel, render_template
+from .gates import GateSteps, approval_deadline
 from .state import TERMINAL, Instance, RunState, StageRun, Tokens, copy_state, initial_state
 
 __all__ = [
@@ -74,6 +76,8 @@ class Plan:
     state: RunState
     actions: list[Action]
     wake_at: datetime | None = None
+    verdicts: list[ApprovalVerdict] = field(default_factory=list)
+    """The answer to each approval decision passed in (Accepted or Refused)."""
 
     def starts(self) -> list[StartAttempt]:
         """The attempts to start."""
@@ -86,7 +90,7 @@ class Plan:
 
 def new_state(pipeline: ResolvedPipeline) -> RunState:
     """The initial state for a pipeline: everything Pending, iteration 1."""
-    return initial_state([s.name for s in pipeline.all_stages])
+    return initial_state([s.name for s in pipeline.all_stages], pipeline.spec_hashes)
 
 
 def cancel(state: RunState) -> RunState:
@@ -135,7 +139,7 @@ def _graph(pipeline: ResolvedPipeline) -> Graph:
     return graph
 
 
-class _Planner:
+class _Planner(GateSteps):
     """One planning pass over a private copy of the state (never shared)."""
 
     def __init__(self, pipeline: ResolvedPipeline, state: RunState, now: datetime,
@@ -146,6 +150,7 @@ class _Planner:
         self.free = dict(free_slots or {})
         self.jitter = jitter or policies.hash_jitter
         self.actions: list[Action] = []
+        self.verdicts: list[ApprovalVerdict] = []
         self.graph = _graph(pipeline)
         self.on_failure = {s.name: s.on_failure for s in pipeline.stages}
 
@@ -163,6 +168,12 @@ class _Planner:
     def elapsed_ms(self, inst: Instance) -> int | None:
         """How long the instance's current attempt has run (for attempts the engine ends)."""
         return policies.elapsed_ms(inst.started_at, self.now)
+
+    def elapsed(self, inst: Instance) -> int | None:
+        return self.elapsed_ms(inst)
+
+    def template_vars(self, run: StageRun) -> dict[str, Any]:
+        return variables(self.st, run.name, None, self.p.params)
 
     # -- attempt results -----------------------------------------------------------
     def attempt_failed(self, stage: ResolvedStage, run: StageRun, inst: Instance,
@@ -216,20 +227,25 @@ class _Planner:
                                 o.duration_ms)
 
     # -- the pass ------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, control: Control | None = None,
+            approvals: Iterable[ApprovalDecision] = ()) -> None:
         st = self.st
         if st.terminal:
+            self.verdicts.extend(self.decide_approval(d) for d in approvals)
             return
-        if st.phase == "Pending":
-            st.phase, st.started_at = "Running", self.now
-            self.emit(StageEvent(type="PipelineStarted", data={
-                "stages": [s.name for s in self.p.stages],
-                "finally": [s.name for s in self.p.finally_stages]}))
-        if st.cancel_requested:
+        self.start()
+        self.apply_control(control)
+        if st.shutdown == "Terminate":
             self.cancel()
+            self.verdicts.extend(self.decide_approval(d) for d in approvals)
             return
+        self.verdicts.extend(self.decide_approval(d) for d in approvals)
         self.check_deadlines()
         self.check_budget()
+        self.check_approval_timeouts()
+        if st.shutdown == "Stop" and st.failure is None:
+            st.failure = ("Stopped", "pipeline stopped (spec.shutdown: Stop): running "
+                          "attempts finished, nothing new started")
         while self.advance(self.p.stages, regular=True):
             pass
         if st.failure and not any(self._active(self.st.stages[s.name])
@@ -242,6 +258,14 @@ class _Planner:
             if all(st.stages[s.name].phase in TERMINAL
                    for s in self.p.finally_stages):
                 self.finish()
+        self.shown_phase()
+
+    def start(self) -> None:
+        if self.st.phase == "Pending":
+            self.st.phase, self.st.started_at = "Running", self.now
+            self.emit(StageEvent(type="PipelineStarted", data={
+                "stages": [s.name for s in self.p.stages],
+                "finally": [s.name for s in self.p.finally_stages]}))
 
     @staticmethod
     def _active(run: StageRun) -> bool:
@@ -350,12 +374,14 @@ class _Planner:
             run = self.st.stages[name]
             if run.phase in TERMINAL:
                 continue
+            holding = self.holding()
             if not run.instances and run.phase in {"Pending"}:
-                if regular and self.st.failure:
+                if (regular and self.st.failure) or holding:
                     continue
                 changed |= self.make_ready(stage, run)
             if run.instances and run.phase not in TERMINAL:
-                changed |= self.admit(stage, run, regular)
+                if not holding:
+                    changed |= self.admit(stage, run, regular)
                 changed |= self.settle(stage, run)
         return changed
 
@@ -381,6 +407,9 @@ class _Planner:
             if not result:
                 self.skip(run, f"when: {stage.when}")
                 return True
+        if stage.approval is not None:
+            self.request_approval(stage, run)
+            return True
         items: list[Any] | None = None
         if stage.for_each:
             ok, value = self.decide("forEach", stage, run, stage.for_each)
@@ -407,6 +436,8 @@ class _Planner:
         return True
 
     def admit(self, stage: ResolvedStage, run: StageRun, regular: bool) -> bool:
+        if stage.approval is not None:
+            return False  # a person decides (decide_approval), nothing starts
         changed = False
         for inst in run.instances:
             if inst.phase == "Waiting":
@@ -469,12 +500,16 @@ class _Planner:
                              for i in run.instances] if run.fan_out else None
         if failed:
             first = failed[0]
+            if stage.approval is not None:
+                run.inline_output = None
             run.phase, run.reason, run.message = "Failed", first.reason, first.message
             run.output = outputs if run.fan_out else None
             run.output_ref = None
             run.output_iteration = run.iteration
             return True
         run.phase, run.reason, run.message = "Succeeded", None, None
+        if stage.approval is not None:
+            run.inline_output = run.instances[0].output
         if not run.instances:  # forEach over an empty list: no attempt, still an end event
             self.emit(StageEvent(run.name, run.iteration, None, None, type="StageSucceeded",
                                  data={"durationMs": 0, "tokens": {"input": 0, "output": 0},
@@ -553,12 +588,14 @@ class _Planner:
                 self.halt(run, reason, why)
 
     def cancel(self) -> None:
-        """Terminate (Ctrl-C): stop every running attempt; ``finally`` does not run."""
+        """Terminate (``spec.shutdown: Terminate``, Ctrl-C): stop every running attempt,
+        end every wait; ``finally`` does not run."""
+        why = "pipeline terminated"
         for s in self.p.all_stages:
             run = self.st.stages[s.name]
             if run.phase not in TERMINAL:
-                self.halt(run, "Cancelled", "pipeline cancelled")
-        self.end("Cancelled", "Cancelled", "pipeline cancelled")
+                self.halt(run, "Terminated", why)
+        self.end("Cancelled", "Terminated", why)
 
     def attempt_end(self, run: StageRun, inst: Instance, error_class: str,
                     message: str) -> StageEvent:
@@ -588,6 +625,13 @@ class _Planner:
                 self.emit(StopAttempt(run.name, run.iteration, inst.attempt, inst.index,
                                       reason=cls, message=why))
                 self.emit(self.attempt_end(run, inst, cls, note))
+            elif inst.phase == "Waiting" and inst.reason == "AwaitingApproval":
+                note = f"{why}; no decision was made on {where}"
+                self.emit(StageEvent(run.name, run.iteration, inst.attempt, inst.index,
+                                     type="StageFailed", data={
+                                         "errorClass": cls, "message": note,
+                                         "willRetry": False,
+                                         "durationMs": self.elapsed_ms(inst)}))
             elif inst.phase == "Waiting" and inst.attempt > 0:
                 note = (f"{why}; attempt {inst.attempt} of {where} had failed "
                         f"({inst.reason}: {inst.message}) and its retry did not start")
@@ -629,7 +673,8 @@ class _Planner:
 
     def finish(self) -> None:
         if self.st.failure:
-            self.end("Failed", *self.st.failure)
+            stopped = self.st.failure[0] == "Stopped"
+            self.end("Cancelled" if stopped else "Failed", *self.st.failure)
             return
         failed_finally = [s.name for s in self.p.finally_stages
                           if self.st.stages[s.name].phase == "Failed"]
@@ -681,16 +726,23 @@ class _Planner:
                 end = policies.attempt_deadline(s, inst)
                 if inst.phase == "Running" and end is not None:
                     times.append(end)
+                gate = approval_deadline(s, inst) if inst.phase == "Waiting" else None
+                if gate is not None:
+                    times.append(gate)
         return min(times) if times else None
 
 
 def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
-         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
+         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None,
+         control: Control | None = None,
+         approvals: Iterable[ApprovalDecision] = ()) -> Plan:
     """Decide the next actions. ``free_slots``: new attempts each provider may admit now
-    (absent = unlimited). ``jitter``: key → number in [-1, 1] (default: hash of the key)."""
+    (absent = unlimited). ``jitter``: key → number in [-1, 1] (default: hash of the key).
+    ``control``: the run-control fields now (None: unchanged); ``approvals``: decisions
+    to judge (``Plan.verdicts`` answers each)."""
     planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
-    planner.run()
-    return Plan(planner.st, planner.actions, planner.wake_at())
+    planner.run(control, approvals)
+    return Plan(planner.st, planner.actions, planner.wake_at(), planner.verdicts)
 
 
 def observe(pipeline: ResolvedPipeline, state: RunState, outcome: AttemptOutcome,
@@ -703,10 +755,12 @@ def observe(pipeline: ResolvedPipeline, state: RunState, outcome: AttemptOutcome
 
 def step(pipeline: ResolvedPipeline, state: RunState, now: datetime,
          outcomes: Iterable[AttemptOutcome] = (), *,
-         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None) -> Plan:
+         free_slots: Mapping[str, int] | None = None, jitter: Jitter | None = None,
+         control: Control | None = None,
+         approvals: Iterable[ApprovalDecision] = ()) -> Plan:
     """``observe`` every outcome, then ``plan``: what a shell calls on each wake-up."""
     planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
     for o in outcomes:
         planner.observe(o)
-    planner.run()
-    return Plan(planner.st, planner.actions, planner.wake_at())
+    planner.run(control, approvals)
+    return Plan(planner.st, planner.actions, planner.wake_at(), planner.verdicts)

@@ -66,6 +66,8 @@ class Instance:
     output_ref: str | None = None
     previous_error: str | None = None
     provider: str | None = None
+    decision: dict[str, Any] | None = None
+    """Approval stages: the decision (also the output when approved); always persisted."""
 
 
 @dataclass
@@ -90,6 +92,13 @@ class StageRun:
     tokens: Tokens = field(default_factory=Tokens)
     loop_from: str | None = None
     loop_reason: str | None = None
+    inline_output: Any = None
+    """An output the engine made itself (an approval's decision): persisted with the
+    state, since no store holds it."""
+    spec_hash: str | None = None
+    """Hash of the stage's resolved spec (what a later ``resumeFrom`` compares)."""
+    reused_from: str | None = None
+    """The pipeline this stage's output was reused from (``resumeFrom``)."""
 
     @property
     def attempt(self) -> int:
@@ -110,6 +119,12 @@ class RunState:
     failure: tuple[str, str] | None = None
     """Set when the pipeline is going to fail: (reason, message). No new stage starts."""
     cancel_requested: bool = False
+    """Local Ctrl-C: the same as ``shutdown: Terminate``."""
+    suspended: bool = False
+    shutdown: str | None = None
+    """``Stop`` or ``Terminate`` once asked for (never goes back)."""
+    approvals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Approval decisions already judged, by name → verdict (applied at most once)."""
     loops: dict[str, int] = field(default_factory=dict)
     """Times each back-edge was taken, keyed ``<stage>#<route index>``."""
     tokens: Tokens = field(default_factory=Tokens)
@@ -126,9 +141,11 @@ class RunState:
         return self.phase in {"Succeeded", "Failed", "Cancelled", "Invalid"}
 
 
-def initial_state(stage_names: list[str]) -> RunState:
+def initial_state(stage_names: list[str],
+                  hashes: dict[str, str] | None = None) -> RunState:
     """A fresh state with every stage Pending in iteration 1."""
-    return RunState(stages={n: StageRun(n) for n in stage_names})
+    return RunState(stages={n: StageRun(n, spec_hash=(hashes or {}).get(n))
+                            for n in stage_names})
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -179,7 +196,8 @@ def load_state(data: dict[str, Any], outputs: dict[str, Any] | None = None) -> R
         for k in ("started_at", "finished_at", "next_attempt_at"):
             d[k] = _dt(d.get(k))
         if "output" not in d:
-            d["output"] = values.get(d["output_ref"]) if d.get("output_ref") else None
+            d["output"] = (values.get(d["output_ref"]) if d.get("output_ref")
+                           else d.get("decision") if d.get("phase") == "Succeeded" else None)
         return Instance(**d)
 
     stages: dict[str, StageRun] = {}
@@ -191,8 +209,10 @@ def load_state(data: dict[str, Any], outputs: dict[str, Any] | None = None) -> R
         if "output" not in d:
             if d.get("instance_refs") is not None:
                 d["output"] = [values.get(r) if r else None for r in d["instance_refs"]]
+            elif d.get("output_ref"):
+                d["output"] = values.get(d["output_ref"])
             else:
-                d["output"] = values.get(d["output_ref"]) if d.get("output_ref") else None
+                d["output"] = d.get("inline_output")
         stages[name] = StageRun(**d)
     rest = {k: v for k, v in data.items() if k != "stages"}
     rest["tokens"] = Tokens(**rest.get("tokens", {}))
@@ -228,5 +248,6 @@ def copy_state(state: RunState) -> RunState:
     out = copy.copy(state)
     out.stages = stages
     out.loops = dict(state.loops)
+    out.approvals = dict(state.approvals)
     out.tokens = Tokens(state.tokens.input, state.tokens.output)
     return out

@@ -154,6 +154,8 @@ def _check_reads(stages: tuple[ResolvedStage, ...], graph: Graph,
             fields += [(f, template_stage_refs(src), False)
                        for f, src in (("agent.prompt", s.agent.prompt),
                                       ("agent.system", s.agent.system)) if src]
+        if s.approval is not None:
+            fields.append(("approval.message", template_stage_refs(s.approval.message), False))
         for field_name, refs, after in fields:
             allowed = visible[s.name] | ({s.name} if after else set())
             for ref in sorted(refs - allowed):
@@ -188,6 +190,10 @@ def _check_stage(s: ResolvedStage, names: set[str],
         err = check_cel(source, expect) or _stage_refs(source, names)
         if err:
             out.append(Problem(f"{s.path}.{field_name}", err))
+    if s.approval is not None:
+        found = _template_problem(f"{s.path}.approval.message", s.approval.message, names)
+        if found:
+            out.append(found)
     if s.agent is not None:
         for field_name, text in (("agent.prompt", s.agent.prompt),
                                  ("agent.system", s.agent.system)):
