@@ -43,6 +43,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="CASSETTE",
                    help="record every provider answer into this cassette file")
     p.add_argument("--pipeline", help="pipeline name when the file holds several")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="reuse the Succeeded, unchanged stages of an earlier local run")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="approve every approval stage as soon as it waits (inputs take "
+                   "their defaults); for demos and tests")
+
+    for verb, what in (("suspend", "no new attempt starts; running ones finish"),
+                       ("resume", "undo suspend"),
+                       ("stop", "nothing new starts; running attempts and finally finish"),
+                       ("terminate", "stop running attempts now; finally is skipped")):
+        p = sub.add_parser(verb, help=f"{what} (a cluster pipeline or a local RUN_DIR)")
+        p.add_argument("target", metavar="NAME|RUN_DIR")
+        p.add_argument("-n", "--namespace", help="namespace of the pipeline (cluster)")
+        p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG or ~/.kube)")
+    for verb in ("approve", "reject"):
+        p = sub.add_parser(verb, help=f"{verb} a stage waiting for approval")
+        p.add_argument("target", metavar="NAME|RUN_DIR")
+        p.add_argument("stage", metavar="STAGE")
+        p.add_argument("-n", "--namespace", help="namespace of the pipeline (cluster)")
+        p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG or ~/.kube)")
+        p.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
+                       help="a value for one of the stage's approval inputs (repeatable)")
+        p.add_argument("-m", "--message", help="a note recorded with the decision")
+        p.add_argument("--wait", type=float, default=30.0, metavar="SECONDS",
+                       help="how long to wait for the answer (default 30)")
+    p = sub.add_parser("retry", help="re-run a cluster pipeline from its failure point")
+    p.add_argument("target", metavar="NAME")
+    p.add_argument("-n", "--namespace", help="namespace of the pipeline")
+    p.add_argument("--name", help="name of the new pipeline (default: NAME-r<n>)")
+    p.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG or ~/.kube)")
 
     p = sub.add_parser("trace", help="show a run's timeline, decisions, errors and tokens")
     p.add_argument("target", metavar="NAME|RUN_DIR",
@@ -116,7 +146,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .run import run_pipeline
 
     return run_pipeline(args.file, args.param, args.providers, args.store, args.record,
-                        args.pipeline)
+                        args.pipeline, resume=args.resume, auto_approve=args.auto_approve)
+
+
+def _cmd_control(args: argparse.Namespace) -> int:
+    from .control import run_control
+
+    return run_control(args)
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -185,7 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the process exit status)."""
     args = _parser().parse_args(argv)
     handlers = {"validate": None, "graph": _cmd_graph, "crds": _cmd_crds, "run": _cmd_run,
-                "trace": _cmd_trace, "operator": _cmd_operator}
+                "trace": _cmd_trace, "operator": _cmd_operator,
+                **dict.fromkeys(("suspend", "resume", "stop", "terminate", "approve",
+                                 "reject", "retry"), _cmd_control)}
     try:
         if args.command == "validate":
             from .validate import run_validate

@@ -105,8 +105,11 @@ def _resolved_doc(p: AgentPipeline, r: ResolvedPipeline) -> dict[str, Any]:
 
 def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | None = None,
                  store: str = ".stagecoach/runs", record: str | None = None,
-                 pipeline_name: str | None = None) -> int:
-    """The ``run`` command; returns the exit code."""
+                 pipeline_name: str | None = None, *, resume: str | None = None,
+                 auto_approve: bool = False) -> int:
+    """The ``run`` command; returns the exit code. ``resume``: an earlier run directory
+    whose Succeeded, unchanged stages are reused; ``auto_approve``: approve every
+    approval stage as it waits (demos, tests)."""
     files = [file] + ([providers_file] if providers_file else [])
     manifests, problems = load_manifests(files)
     extra, errors = parse_params(params)

@@ -22,10 +22,15 @@ __all__ = [
     "ApprovalDecision",
     "ApprovalVerdict",
     "Control",
+    "ControlError",
     "approval_inputs",
 ]
 
 SHUTDOWN_MODES = ("Stop", "Terminate")
+
+
+class ControlError(Exception):
+    """A control request (a CLI verb) that cannot be carried out; the message says why."""
 
 
 @dataclass(frozen=True)
