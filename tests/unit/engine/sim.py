@@ -16,7 +16,10 @@ from typing import Any
 from stagecoach.api import AgentPipeline, ResolvedPipeline, resolve_pipeline
 from stagecoach.engine import (
     Action,
+    ApprovalDecision,
+    ApprovalVerdict,
     AttemptOutcome,
+    Control,
     RunState,
     StartAttempt,
     Tokens,
@@ -50,6 +53,7 @@ class Run:
     state: RunState
     actions: list[tuple[datetime, Action]]
     states: list[RunState]
+    verdicts: list[ApprovalVerdict] = field(default_factory=list)
 
     def of(self, kind: type[Action]) -> list[Action]:
         return [a for _, a in self.actions if isinstance(a, kind)]
@@ -80,8 +84,13 @@ def always_ok(a: StartAttempt, s: RunState) -> Result:
 
 def simulate(p: ResolvedPipeline, behave: Behave = always_ok, *,
              free_slots: Callable[[RunState], dict[str, int]] | None = None,
-             max_steps: int = 5000, cancel_at: datetime | None = None) -> Run:
-    state = new_state(p)
+             max_steps: int = 5000, cancel_at: datetime | None = None,
+             script: list[tuple[datetime, Control | ApprovalDecision]] | None = None,
+             state: RunState | None = None) -> Run:
+    """``script``: run-control changes and approval decisions, each at its time."""
+    todo = sorted(script or [], key=lambda x: x[0])
+    verdicts: list[ApprovalVerdict] = []
+    state = state if state is not None else new_state(p)
     now = T0
     log: list[tuple[datetime, Action]] = []
     states: list[RunState] = []
@@ -97,7 +106,16 @@ def simulate(p: ResolvedPipeline, behave: Behave = always_ok, *,
             log.extend((now, a) for a in observed.actions)
         pending = []
         slots = free_slots(state) if free_slots else None
-        result = plan(p, state, now, free_slots=slots)
+        control: Control | None = None
+        decisions: list[ApprovalDecision] = []
+        while todo and todo[0][0] <= now:
+            item = todo.pop(0)[1]
+            if isinstance(item, Control):
+                control = item
+            else:
+                decisions.append(item)
+        result = plan(p, state, now, free_slots=slots, control=control, approvals=decisions)
+        verdicts.extend(result.verdicts)
         state = result.state
         states.append(state)
         log.extend((now, a) for a in result.actions)
@@ -116,11 +134,12 @@ def simulate(p: ResolvedPipeline, behave: Behave = always_ok, *,
             seq += 1
             heapq.heappush(queue, (now + timedelta(seconds=r.seconds), seq, out))
         if state.terminal:
-            return Run(state, log, states)
+            return Run(state, log, states, verdicts)
         if result.wake_at is not None and result.wake_at <= now and not result.actions:
             raise AssertionError(f"livelock: wake_at {result.wake_at} <= now with no action")
         times = [t for t in (result.wake_at, queue[0][0] if queue else None,
-                             cancel_at if cancel_at and not state.cancel_requested else None)
+                             cancel_at if cancel_at and not state.cancel_requested else None,
+                             todo[0][0] if todo else None)
                  if t is not None]
         if not times:
             raise AssertionError(f"stuck: nothing to wait for in phase {state.phase}: "

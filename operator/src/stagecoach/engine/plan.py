@@ -719,7 +719,7 @@ class _Planner(GateSteps):
         if deadline is not None and (self.st.failure is None or self.st.failure[0] != "Timeout"):
             times.append(deadline)
         for s in self.p.all_stages:
-            blocked = self.st.failure is not None and not s.is_finally
+            blocked = (self.st.failure is not None and not s.is_finally) or self.holding()
             for inst in self.st.stages[s.name].instances:
                 if inst.phase == "Waiting" and inst.next_attempt_at is not None and not blocked:
                     times.append(inst.next_attempt_at)

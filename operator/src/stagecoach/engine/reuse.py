@@ -67,6 +67,12 @@ def prior_stages(state: RunState) -> dict[str, PriorStage]:
     }
 
 
+def _missing_items(old: PriorStage) -> bool:
+    refs = old.instance_refs or ()
+    values = old.output if isinstance(old.output, list) else [None] * len(refs)
+    return any(r is None and v is None for r, v in zip(refs, values, strict=False))
+
+
 def reusable(pipeline: ResolvedPipeline, prior: Mapping[str, PriorStage]) -> ReuseVerdict:
     """Decide which stages of ``pipeline`` may reuse ``prior``'s outputs."""
     graph, _ = build([(s.name, s.depends_on) for s in pipeline.stages])
@@ -84,8 +90,7 @@ def reusable(pipeline: ResolvedPipeline, prior: Mapping[str, PriorStage]) -> Reu
         elif old.spec_hash is None or old.spec_hash != hashes[name]:
             rerun[name] = "its resolved spec changed" if old.spec_hash else \
                 "the earlier run recorded no spec hash"
-        elif old.fan_out and old.instance_refs is not None and any(
-                r is None for r in old.instance_refs):
+        elif old.fan_out and _missing_items(old):
             rerun[name] = "some of its forEach outputs are missing there"
         elif not old.fan_out and old.output_ref is None and old.output is None:
             rerun[name] = "its output is missing there"
