@@ -25,6 +25,7 @@ ONCE = frozenset({
     "PipelineStarted", "PipelineSucceeded", "PipelineFailed", "OutputAssembled",
     "StageReady", "StageStarted", "StageSucceeded", "StageFailed",
     "StageSkipped", "StageCached", "StageReused", "BudgetExceeded",
+    "ApprovalRequested", "ApprovalDecided", "ResumeDecided",
 })
 """Event types that identify themselves by (type, stage, iteration, attempt, index)."""
 
