@@ -124,11 +124,32 @@ def test_chart_stage_policy_is_the_operators(account: str) -> None:
     from stagecoach.operator.policy import stage_policy
 
     docs = render({"stage": {"serviceAccountName": account}})
-    chart = by_kind(docs, "ValidatingAdmissionPolicy") + by_kind(
-        docs, "ValidatingAdmissionPolicyBinding")
-    ours = stage_policy(account)
-    assert [(d["kind"], d["metadata"]["name"], d["spec"]) for d in chart] == [
-        (d["kind"], d["metadata"]["name"], d["spec"]) for d in ours]
+    assert _policy_objects(docs, "stagecoach-stage-writes") == [
+        (d["kind"], d["metadata"]["name"], d["spec"]) for d in stage_policy(account)]
+
+
+def _policy_objects(docs: list[dict[str, Any]], name: str) -> list[tuple[str, str, Any]]:
+    """(kind, name, spec) of the chart's admission policy ``name`` and its binding."""
+    return [(d["kind"], d["metadata"]["name"], d["spec"])
+            for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+            for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+
+
+@pytest.mark.parametrize("values", [{}, {"watch": {"mode": "namespaces",
+                                                   "namespaces": ["team-a"]}}],
+                         ids=["cluster", "namespaces"])
+def test_chart_approval_policy_is_the_operators(values: dict[str, Any]) -> None:
+    """One approval policy (DESIGN §9), shipped by the chart in every mode and applied by
+    the operator outside Helm; nothing else in the chart is an admission policy."""
+    from stagecoach.operator.policy import APPROVAL_POLICY_NAME, POLICY_NAME, approval_policy
+
+    docs = render(values)
+    assert _policy_objects(docs, APPROVAL_POLICY_NAME) == [
+        (d["kind"], d["metadata"]["name"], d["spec"]) for d in approval_policy()]
+    names = {d["metadata"]["name"] for kind in ("ValidatingAdmissionPolicy",
+                                                "ValidatingAdmissionPolicyBinding")
+             for d in by_kind(docs, kind)}
+    assert names == {POLICY_NAME, APPROVAL_POLICY_NAME}
 
 
 def test_values_schema_rejects_bad_values() -> None:

@@ -1,7 +1,8 @@
-"""The stage-writes admission policy (DESIGN §6): its CEL decides what a stage pod may
-write, and the operator installs it outside Helm. The real API server evaluates it in
-tests/e2e/test_operator_trust.py; here the rules are checked with the CEL library the
-engine uses, on the requests an attacker would send."""
+"""The admission policies: stage writes (DESIGN §6), whose CEL decides what a stage pod
+may write, and approvals (DESIGN §9), whose CEL makes a StageApproval name the user who
+created it; the operator installs them outside Helm. The real API server evaluates them
+in tests/e2e/test_operator_trust.py and tests/e2e/test_control_cli.py; here the rules are
+checked with the CEL library the engine uses, on the requests an attacker would send."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from typing import Any
 
 import pytest
 from stagecoach.operator.kube import Kube
-from stagecoach.operator.policy import POLICY_NAME, stage_policy
+from stagecoach.operator.policy import (
+    APPROVAL_POLICY_NAME,
+    POLICY_NAME,
+    approval_policy,
+    stage_policy,
+)
 
 
 class FakeRest:
@@ -95,3 +101,63 @@ def test_what_a_stage_pod_may_write(case: str, operation: str, pod: str | None,
                                     old: dict[str, Any] | None, new: dict[str, Any] | None,
                                     allowed: bool) -> None:
     assert (_evaluate(operation, pod, old, new) == []) is allowed, case
+
+
+def _approval_denials(username: str, spec: dict[str, Any]) -> list[str]:
+    """The messages the approval policy answers a CREATE with (its CEL, evaluated)."""
+    import cel
+
+    [policy, _] = approval_policy()
+    env = {"request": {"operation": "CREATE", "userInfo": {"username": username}},
+           "object": {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "StageApproval",
+                      "metadata": {"generateName": "p-sign-off-"}, "spec": spec}}
+    return [cel.evaluate(rule["messageExpression"], env)
+            for rule in policy["spec"]["validations"] if not cel.evaluate(rule["expression"], env)]
+
+
+_DECISION = {"pipeline": "p", "stage": "sign-off", "decision": "Approve"}
+
+
+@pytest.mark.parametrize(("case", "username", "approver", "denied"), [
+    ("herself", "alice", "alice", None),
+    ("someone else", "alice", "bob",
+     "spec.approver must be the user who creates the StageApproval: it names bob but the "
+     "request is from alice"),
+    ("a prefix of her name", "alice", "alic",
+     "spec.approver must be the user who creates the StageApproval: it names alic but the "
+     "request is from alice"),
+    ("a service account as itself", "system:serviceaccount:ci:deployer",
+     "system:serviceaccount:ci:deployer", None),
+    ("a service account as a person", "system:serviceaccount:ci:deployer", "alice",
+     "spec.approver must be the user who creates the StageApproval: it names alice but the "
+     "request is from system:serviceaccount:ci:deployer"),
+    ("nobody named", "alice", None,
+     "spec.approver must be the user who creates the StageApproval: it names (none) but the "
+     "request is from alice"),
+])
+def test_an_approval_names_the_user_who_creates_it(case: str, username: str,
+                                                   approver: str | None,
+                                                   denied: str | None) -> None:
+    spec = {**_DECISION, **({"approver": approver} if approver is not None else {})}
+    assert _approval_denials(username, spec) == ([denied] if denied else []), case
+
+
+def test_the_approval_policy_checks_creates_of_stageapprovals_only_and_denies() -> None:
+    policy, binding = approval_policy()
+    assert policy["metadata"]["name"] == binding["spec"]["policyName"] == APPROVAL_POLICY_NAME
+    assert policy["spec"]["matchConstraints"] == {"resourceRules": [{
+        "apiGroups": ["stagecoach.dev"], "apiVersions": ["*"], "resources": ["stageapprovals"],
+        "operations": ["CREATE"]}]}  # UPDATEs of spec: the CRD's self == oldSelf rule
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert "matchResources" not in binding["spec"]  # every namespace
+
+
+async def test_the_operator_can_install_the_approval_policy_like_the_stage_policy() -> None:
+    rest = FakeRest()
+    kube = Kube(rest)  # type: ignore[arg-type]
+    await kube.ensure_cluster_objects(approval_policy())
+    base = "/apis/admissionregistration.k8s.io/v1"
+    assert set(rest.objects) == {
+        f"{base}/validatingadmissionpolicies/{APPROVAL_POLICY_NAME}",
+        f"{base}/validatingadmissionpolicybindings/{APPROVAL_POLICY_NAME}"}

@@ -13,17 +13,28 @@ another pipeline's or another attempt's objects, or anything unlabelled, whateve
 someone adds to the account later. The chart ships the same two objects
 (``templates/stage-policy.yaml``, kept equal by a test); outside Helm the operator
 applies them at start (``--manage-stage-policy``, the default).
+
+:func:`approval_policy` is the second policy (DESIGN §9): who may approve is who may
+create ``stageapprovals`` in the namespace (RBAC, the chart's ``<release>-approver``
+ClusterRole), and the approver a StageApproval names must be the user the API server
+authenticated for that very request, so nobody approves in someone else's name. Only
+CREATE is checked: the CRD's ``self == oldSelf`` rule on ``spec`` already refuses every
+later change of the decision or the approver. The chart ships it as
+``templates/approval-policy.yaml`` (kept equal by a test).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .. import GROUP
 from ..store.configmap import WRITER_LABEL
 
-__all__ = ["POLICY_NAME", "STAGE_RULES", "stage_policy"]
+__all__ = ["APPROVAL_POLICY_NAME", "POLICY_NAME", "STAGE_RULES", "approval_policy",
+           "stage_policy"]
 
 POLICY_NAME = "stagecoach-stage-writes"
+APPROVAL_POLICY_NAME = "stagecoach-approvals"
 STAGE_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "update"]},
 ]
@@ -96,5 +107,39 @@ def stage_policy(service_account: str) -> list[dict[str, Any]]:
         "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": POLICY_NAME, "labels": labels},
         "spec": {"policyName": POLICY_NAME, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
+
+
+def approval_policy() -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding that make ``spec.approver`` of a new
+    StageApproval (in any namespace) the authenticated user who creates it."""
+    labels = {"app.kubernetes.io/managed-by": "stagecoach"}
+    approver = "has(object.spec.approver) ? object.spec.approver : '(none)'"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": APPROVAL_POLICY_NAME, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [GROUP], "apiVersions": ["*"], "resources": ["stageapprovals"],
+                "operations": ["CREATE"]}]},
+            "validations": [{
+                "expression": "has(object.spec.approver) && "
+                              "object.spec.approver == request.userInfo.username",
+                "messageExpression": "'spec.approver must be the user who creates the "
+                                     "StageApproval: it names ' + (" + approver + ") + "
+                                     "' but the request is from ' + "
+                                     "request.userInfo.username",
+                "reason": "Forbidden",
+            }],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": APPROVAL_POLICY_NAME, "labels": labels},
+        "spec": {"policyName": APPROVAL_POLICY_NAME, "validationActions": ["Deny"]},
     }
     return [policy, binding]
