@@ -167,3 +167,52 @@ def test_chart_crds_match_the_generated_ones() -> None:
     assert chart_crds == sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     for name in chart_crds:
         assert (CHART / "crds" / name).read_text() == (ROOT / "crds" / name).read_text()
+
+
+_APPROVER_RULES = [
+    {"apiGroups": ["stagecoach.dev"], "resources": ["stageapprovals"],
+     "verbs": ["create", "get", "list", "watch"]},
+    {"apiGroups": ["stagecoach.dev"], "resources": ["agentpipelines"],
+     "verbs": ["get", "list", "watch"]}]
+_RUN_CONTROLLER_RULES = [
+    {"apiGroups": ["stagecoach.dev"], "resources": ["agentpipelines"],
+     "verbs": ["get", "list", "watch", "patch"]}]
+
+
+def test_user_roles_are_cluster_roles_to_bind_per_namespace() -> None:
+    """approve/reject need only create (and read) StageApprovals; suspend/stop only patch
+    pipelines. Neither can decide in the operator's place (status), change a decision,
+    or start a workload (create pipelines: retry is an author's right)."""
+    docs = render()
+    roles = {r["metadata"]["name"]: r for r in by_kind(docs, "ClusterRole")}
+    assert roles["sc-stagecoach-approver"]["rules"] == _APPROVER_RULES
+    assert roles["sc-stagecoach-run-controller"]["rules"] == _RUN_CONTROLLER_RULES
+    # Bound by nobody: the chart grants people nothing by itself.
+    bound = {b["roleRef"]["name"] for b in by_kind(docs, "ClusterRoleBinding")
+             + by_kind(docs, "RoleBinding")}
+    assert not bound & {"sc-stagecoach-approver", "sc-stagecoach-run-controller"}
+    for name in ("sc-stagecoach-approver", "sc-stagecoach-run-controller"):
+        for rule in roles[name]["rules"]:
+            assert not any(r.endswith("/status") for r in rule["resources"])
+            assert not set(rule["verbs"]) & {"update", "delete", "deletecollection", "*"}
+            if "agentpipelines" in rule["resources"]:
+                assert "create" not in rule["verbs"]
+
+
+def test_user_roles_in_namespace_mode_are_roles_in_each_watched_namespace() -> None:
+    docs = render({"watch": {"mode": "namespaces", "namespaces": ["team-a", "team-b"]}})
+    roles = {(r["metadata"]["namespace"], r["metadata"]["name"]): r["rules"]
+             for r in by_kind(docs, "Role")}
+    for ns in ("team-a", "team-b"):
+        assert roles[(ns, "sc-stagecoach-approver")] == _APPROVER_RULES
+        assert roles[(ns, "sc-stagecoach-run-controller")] == _RUN_CONTROLLER_RULES
+    assert ("stagecoach-system", "sc-stagecoach-approver") not in roles
+
+
+def test_user_roles_can_be_left_out() -> None:
+    docs = render({"userRoles": {"enabled": False}})
+    names = {r["metadata"]["name"] for r in by_kind(docs, "ClusterRole") + by_kind(docs, "Role")}
+    assert not names & {"sc-stagecoach-approver", "sc-stagecoach-run-controller"}
+    assert "sc-stagecoach" in names
+    with pytest.raises(helm.HelmError):
+        helm.Chart.load(CHART).validate_schema({"userRoles": {"enabled": "yes"}})
