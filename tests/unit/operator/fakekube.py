@@ -23,6 +23,7 @@ class FakeKube:
         self.job_creates: list[str] = []
         self.reject_jobs: dict[str, tuple[int, str]] = {}
         """Job name → (HTTP status, message) the API server answers its create with."""
+        self.approvals: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests = 0
         self.rv = 0
 
@@ -45,6 +46,12 @@ class FakeKube:
                 merged[k] = v
         obj["status"] = merged
         return self._next()
+
+    async def patch_approval_status(self, ns: str, name: str,
+                                    status: dict[str, Any]) -> None:
+        obj = self.approvals.get((ns, name))
+        if obj is not None:
+            obj["status"] = {**(obj.get("status") or {}), **status}
 
     async def get_template(self, ns: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.templates.get((ns, name)))

@@ -1,7 +1,9 @@
 """Kubernetes Events for trace events: which ones, and the words. Pure: no side effects.
 
 Events are for ``kubectl describe agentpipeline``: stage start, success, failure and
-retry, decisions, skips, the budget and the pipeline's end. The trace keeps everything.
+retry, decisions, skips, the budget, run control (suspend, resume, shutdown), approvals
+(requested, with the rendered message; decided), what a ``resumeFrom`` reused and why
+the rest runs again, and the pipeline's end. The trace keeps everything.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from .jobs import job_name
 __all__ = ["EVENT_TYPES", "describe"]
 
 EVENT_TYPES = {"StageStarted", "StageSucceeded", "StageFailed", "Decision",
-                "PipelineSucceeded", "PipelineFailed", "StageSkipped", "BudgetExceeded"}
+                "PipelineSucceeded", "PipelineFailed", "StageSkipped", "BudgetExceeded",
+                "PipelineSuspended", "PipelineResumed", "ShutdownRequested",
+                "ApprovalRequested", "ApprovalDecided", "ResumeDecided"}
 
 
 def describe(pipeline: str, action: Action, ev: dict[str, Any]) -> tuple[str, str, str]:
@@ -50,4 +54,46 @@ def describe(pipeline: str, action: Action, ev: dict[str, Any]) -> tuple[str, st
             f"{data.get('maxTokens')}"
     if t == "PipelineSucceeded":
         return "Normal", "PipelineSucceeded", "pipeline succeeded"
+    control = _control(t, data, where)
+    if control is not None:
+        return control
+    if data.get("phase") == "Cancelled":
+        return ("Warning", "PipelineCancelled",
+                f"pipeline Cancelled ({data.get('reason')}): {data.get('message')}")
     return "Warning", "PipelineFailed", f"pipeline {data.get('phase')}: {data.get('message')}"
+
+
+def _control(t: str, data: dict[str, Any], where: str) -> tuple[str, str, str] | None:
+    """The Events of run control, approvals and resumeFrom (DESIGN §9)."""
+    by = f" (by {data['by']})" if data.get("by") else ""
+    if t == "PipelineSuspended":
+        return ("Normal", "Suspended",
+                f"spec.suspend is true: no new attempt starts, running ones finish{by}")
+    if t == "PipelineResumed":
+        return "Normal", "Resumed", f"spec.suspend is false: the run continues{by}"
+    if t == "ShutdownRequested":
+        what = ("running attempts are stopped, finally is skipped"
+                if data.get("mode") == "Terminate"
+                else "nothing new starts, running attempts and finally finish")
+        return "Normal", "ShutdownRequested", f"spec.shutdown: {data.get('mode')}: {what}{by}"
+    if t == "ApprovalRequested":
+        deadline = f" (until {data['deadline']}, then {data.get('onTimeout')})" \
+            if data.get("deadline") else ""
+        return ("Normal", "ApprovalRequested",
+                f"{where} awaits approval{deadline}: {data.get('message')}")
+    if t == "ApprovalDecided":
+        verb = "approved" if data.get("decision") == "Approve" else "rejected"
+        who = data.get("approver") or ("the timeout" if data.get("by") == "timeout"
+                                       else "someone")
+        note = f": {data['message']}" if data.get("message") else ""
+        inputs = data.get("inputs") or {}
+        shown = f" with {', '.join(f'{k}={v}' for k, v in sorted(inputs.items()))}" \
+            if inputs else ""
+        return "Normal", "ApprovalDecided", f"{where} {verb} by {who}{shown}{note}"
+    if t == "ResumeDecided":
+        reused = ", ".join(data.get("reused") or []) or "nothing"
+        rerun = "; ".join(f"{n}: {why}" for n, why in (data.get("rerun") or {}).items())
+        return ("Normal", "ResumeDecided",
+                f"resumed from {data.get('source')}: reused {reused}; run again: "
+                f"{rerun or 'nothing'}")
+    return None

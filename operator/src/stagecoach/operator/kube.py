@@ -1,11 +1,12 @@
 """The operator's one door to the Kubernetes API.
 
 Every call the operator makes goes through :class:`Kube`: pipelines and their status,
-templates, providers and their status, Jobs, Pods, ConfigMaps (it implements the
-:class:`~stagecoach.store.ConfigMapClient` seam, so the operator's store uses it too),
-Events, and the stage ServiceAccount's RBAC. Bodies are plain dicts; HTTP errors become
-:class:`KubeError` (``status`` kept) or :class:`~stagecoach.store.Conflict` (409). The
-rest of the operator never sees a URL. kopf only watches; it never writes for us.
+templates, providers and their status, StageApprovals' status, Jobs, Pods, ConfigMaps
+(it implements the :class:`~stagecoach.store.ConfigMapClient` seam, so the operator's
+store uses it too), Events, and the stage ServiceAccount's RBAC. Bodies are plain
+dicts; HTTP errors become :class:`KubeError` (``status`` kept) or
+:class:`~stagecoach.store.Conflict` (409). The rest of the operator never sees a URL.
+kopf only watches; it never writes for us.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ class Kube:
     async def patch_provider_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch a ModelProvider's status."""
         await self._call("PATCH", f"{_CR}/{ns}/modelproviders/{name}/status",
+                         {"status": status}, content_type=_MERGE, missing_ok=True)
+
+    async def patch_approval_status(self, ns: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a StageApproval's status (gone already is fine)."""
+        await self._call("PATCH", f"{_CR}/{ns}/stageapprovals/{name}/status",
                          {"status": status}, content_type=_MERGE, missing_ok=True)
 
     # -- Jobs and Pods -------------------------------------------------------------------

@@ -4,10 +4,13 @@
 kopf is used only for what it is good at: login, watching (one namespace, several, or
 all) and dispatching events. Its handlers here are ``on.event`` only, so kopf writes
 nothing to our objects (no finalizers, no progress annotations); the durable run state
-is ours (:mod:`.record`). An AgentPipeline event triggers its reconcile; a Job event
-(label ``app.kubernetes.io/managed-by=stagecoach``) triggers its owner pipeline's at
-once, and a finished or deleted Job gives its provider slot back, waking the pipelines
-waiting for it.
+is ours (:mod:`.record`). An AgentPipeline event triggers its reconcile (a change of
+``spec.suspend``/``spec.shutdown`` too), and a finished or deleted one wakes the
+pipelines waiting to ``resumeFrom`` it; a Job event (label
+``app.kubernetes.io/managed-by=stagecoach``) triggers its owner pipeline's at once, and a
+finished or deleted Job gives its provider slot back, waking the pipelines waiting for
+it. A StageApproval event goes into the reconciler's index of unanswered approvals
+(:mod:`.approvals`) and triggers the pipeline it names.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .storage import default_storage
 __all__ = ["build_registry", "run_operator"]
 
 log = logging.getLogger("stagecoach.operator")
+FINISHED = {"Succeeded", "Failed", "Cancelled", "Invalid"}
 
 
 class _Memo:
@@ -133,10 +137,13 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
 
     @kopf.on.event(GROUP, VERSION, "agentpipelines", registry=registry)
     async def pipeline_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,
-                             **_: Any) -> None:
+                             body: kopf.Body, **_: Any) -> None:
         if memo.runtime is None or memo.reconciler is None or namespace is None:
             return
         key = (namespace, name)
+        if type == "DELETED" or (body.get("status") or {}).get("phase") in FINISHED:
+            for waiter in memo.reconciler.source_changed(key):
+                memo.runtime.trigger(waiter)
         if type == "DELETED":
             memo.runtime.forget(key)
             memo.reconciler.forget(key)
@@ -164,6 +171,14 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
                                                         body["metadata"]["name"]):
                 memo.runtime.trigger(waiter)
         memo.runtime.trigger(key)
+
+    @kopf.on.event(GROUP, VERSION, "stageapprovals", registry=registry)
+    async def approval_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
+        if memo.runtime is None or memo.reconciler is None:
+            return
+        key = memo.reconciler.approvals.observe(type, dict(event["object"]))
+        if key is not None:
+            memo.runtime.trigger(key)
 
     @kopf.on.event(GROUP, VERSION, "modelproviders", registry=registry)
     async def provider_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,

@@ -43,8 +43,10 @@ from ..api import (
 from ..attempts import build_attempt, outcome_from_result
 from ..engine import (
     Action,
+    ApprovalVerdict,
     AttemptOutcome,
     FinishPipeline,
+    Plan,
     RunState,
     StageRun,
     StartAttempt,
@@ -65,10 +67,21 @@ from ..store import (
     Store,
     StoreError,
     decode_output,
+    encode_output,
     open_store,
 )
 from ..store.spill import DEFAULT_SPILL_THRESHOLD
 from .admission import ProviderAdmission
+from .approvals import (
+    ApprovalIndex,
+    control_of,
+    decision_outputs,
+    finished_refusal,
+    invalid_refusals,
+    missing_refusal,
+    status_patch,
+    with_decision_refs,
+)
 from .events import EVENT_TYPES, describe
 from .jobs import (
     JobOptions,
@@ -81,6 +94,7 @@ from .metrics import Metrics
 from .outcomes import job_finished, job_result, owned_by, writer_keys
 from .record import RunRecord, parse_record, record_body, record_name
 from .rejections import rejected_attempt
+from .resume import ResumeFailed, ResumeWait, resume
 from .retention import expires_at
 from .slots import ProviderSlots
 from .storage import run_storage
@@ -97,6 +111,8 @@ CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
 STALE_RETRY = timedelta(seconds=1)
 """How soon to try again after deleting an earlier pipeline's Job of the same name."""
+SOURCE_RECHECK = timedelta(seconds=30)
+"""Backstop for a pipeline waiting on its ``resumeFrom`` source (its events wake it)."""
 
 
 @dataclass
@@ -120,6 +136,8 @@ class _Run:
     rejected: dict[str, AttemptResult] = field(default_factory=dict)
     """Attempts whose Job the API server refused for good, by Job name: they fail in
     the next pass (:mod:`.rejections`)."""
+    decisions: set[str] = field(default_factory=set)
+    """Store keys of the approval decisions written as outputs (:mod:`.approvals`)."""
 
 
 class Reconciler:
@@ -169,6 +187,10 @@ class Reconciler:
         self.own_versions: dict[PipelineKey, str] = {}
         """resourceVersion of our latest status patch per pipeline: the watch event it
         causes is our own echo and needs no reconcile."""
+        self.approvals = ApprovalIndex()
+        """Unanswered StageApprovals, fed by the watch (:mod:`.approvals`)."""
+        self.resume_waiters: dict[PipelineKey, set[PipelineKey]] = {}
+        """``resumeFrom`` source → the pipelines waiting for it to finish."""
 
     def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
         """A ModelProvider event: read the providers again unless only status changed."""
@@ -277,8 +299,83 @@ class Reconciler:
                                 or "invalid pipeline")
             return None
         record = RunRecord(pipeline, template, new_state(resolved))
+        reuse: Plan | None = None
+        if resolved.resume_from:
+            now = self.clock()
+            outcome = await resume(ns, resolved, record.state, now,
+                                   get_pipeline=self.kube.get_pipeline,
+                                   get_configmap=self.kube.get_configmap,
+                                   open_store=lambda old: self._store(ns, old)[0],
+                                   store=self._store(ns, record)[0])
+            if isinstance(outcome, ResumeWait):
+                await self._await_source(ns, body, resolved.resume_from, outcome)
+                return None
+            if isinstance(outcome, ResumeFailed):
+                await self._fail_run(ns, body, outcome.reason, outcome.message)
+                return None
+            reuse = outcome
+            record.state = reuse.state
+            record.outbox = trace_events(reuse.actions, now, resolved.name, resolved.uid)
         await self._persist(ns, record)
-        return self._make_run(ns, record)
+        run = self._make_run(ns, record)
+        if reuse is not None:
+            await self._flush_outbox(run)
+            await self._post_events(ns, body, run, reuse.actions)
+            log.info("pipeline %s/%s: resumed from %s: reused %s", ns, resolved.name,
+                     resolved.resume_from, ", ".join(a.stage or "" for a in reuse.actions
+                                                     if a.stage) or "nothing")
+        return run
+
+    async def _await_source(self, ns: str, body: dict[str, Any], source: str,
+                            wait: ResumeWait) -> None:
+        """Stay Pending until the ``resumeFrom`` source finishes (its events wake us)."""
+        key = (ns, body["metadata"]["name"])
+        self.resume_waiters.setdefault((ns, source), set()).add(key)
+        self.wake(key, self.clock() + SOURCE_RECHECK)
+        status = {"phase": "Pending", "reason": wait.reason, "message": wait.message,
+                  "observedGeneration": body["metadata"].get("generation")}
+        if {k: (body.get("status") or {}).get(k) for k in status} != status:
+            version = await self.kube.patch_pipeline_status(ns, key[1], status)
+            if version:
+                self.own_versions[key] = version
+            await self.kube.post_event(ns, body, "Normal", wait.reason, wait.message)
+
+    def source_changed(self, key: PipelineKey) -> set[PipelineKey]:
+        """Pipeline ``key`` finished or went: the pipelines waiting to resume from it."""
+        return self.resume_waiters.pop(key, set())
+
+    # -- StageApprovals ------------------------------------------------------------------
+    async def _refuse_idle(self, ns: str, body: dict[str, Any]) -> None:
+        """Refuse the approvals of a pipeline that is not running (finished, Invalid,
+        or waiting to start)."""
+        key = (ns, body["metadata"]["name"])
+        pending = self.approvals.pending(key)
+        if not pending:
+            return
+        live = await self.kube.get_pipeline(ns, key[1]) or body
+        status = live.get("status") or {}
+        phase = status.get("phase") or "Pending"
+        why = None if phase in TERMINAL else (status.get("message") or "it has not started")
+        await self._answer(ns, live, finished_refusal(pending, key[1], phase, why))
+
+    async def _answer(self, ns: str, body: dict[str, Any] | None,
+                      verdicts: list[ApprovalVerdict]) -> None:
+        """Patch each StageApproval's status with its verdict (refusals also as a Warning
+        Event on the pipeline); answered ones leave the index."""
+        if not verdicts:
+            return
+        now = self.clock()
+        await asyncio.gather(*(self.kube.patch_approval_status(ns, v.name,
+                                                               status_patch(v, now))
+                               for v in verdicts))
+        for v in verdicts:
+            self.approvals.answered(ns, v.name)
+            log.info("%s/%s: StageApproval %s %s: %s", ns, (body or {}).get(
+                "metadata", {}).get("name"), v.name, v.phase, v.message)
+        if body is not None:
+            await asyncio.gather(*(self.kube.post_event(
+                ns, body, "Warning", "ApprovalRefused", f"StageApproval {v.name}: {v.message}")
+                for v in verdicts if not v.accepted))
 
     def _store(self, ns: str, record: RunRecord
                ) -> tuple[Store, StoreRef, str, str | None, ConfigMapStore | None]:
@@ -374,6 +471,8 @@ class Reconciler:
         body = await self.kube.get_pipeline(ns, name)
         if body is None:
             self.forget(key)
+            await self._answer(ns, None, missing_refusal(self.approvals.pending(key), ns,
+                                                         name))
             return
         if (body.get("status") or {}).get("phase") in TERMINAL:
             due = expires_at(body, self.default_ttl)
@@ -389,9 +488,14 @@ class Reconciler:
         run = await self._load_run(ns, body)
         if run is None:
             self.slots.forget(key)
+            await self._refuse_idle(ns, body)
             return
         state = run.record.state
+        pending = self.approvals.pending(key)
         if state.terminal:
+            verdicts = step(run.resolved, state, self.clock(), approvals=[
+                p.decision for p in pending if p.decision]).verdicts
+            await self._answer(ns, body, [*verdicts, *invalid_refusals(pending)])
             await self._publish(ns, body, run)
             self.slots.forget(key)
             self._release_memory(key)
@@ -416,7 +520,9 @@ class Reconciler:
         outcomes, missing = await self._observe(ns, run, jobs, pods)
         now = self.clock()
         free, rate_wake = await self.admission.free(ns, key, run.resolved, providers, now)
-        plan = step(run.resolved, state, now, outcomes, free_slots=free)
+        plan = step(run.resolved, state, now, outcomes, free_slots=free,
+                    control=control_of(body),
+                    approvals=[p.decision for p in pending if p.decision])
         starts = plan.starts()
         self._observe_metrics(run, outcomes, plan.actions, state, now)
         self.admission.account(ns, key, run.resolved, plan.state, starts, providers, now)
@@ -439,6 +545,10 @@ class Reconciler:
                                      f"{record_name(name)} ({size} bytes): {e.api_message}")
                 return
         await self._flush_outbox(run)
+        # The verdicts are in the saved state: answer the StageApprovals now (before a
+        # terminal status is published, so a restart in between answers them the same).
+        await self._answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
+        await self._write_decisions(run)
         created = await self._schedule(ns, run, [*missing, *starts], providers)
         for stop in plan.stops():
             await self._stop(ns, run, stop)
@@ -611,11 +721,12 @@ class Reconciler:
                            providers: dict[str, ModelProvider]) -> list[str]:
         ref = run.store_ref
         env = self._job_env(run)
+        state = with_decision_refs(run.record.state, decision_outputs(run.record.state))
 
         key = (ns, run.resolved.name)
 
         async def create(start: StartAttempt) -> str | None:
-            spec = build_attempt(run.resolved, run.record.state, start, providers, ref)
+            spec = build_attempt(run.resolved, state, start, providers, ref)
             assert start.stage is not None
             job = build_job(spec, providers, options=self.options,
                             resources=run.resources.get(start.stage),
@@ -666,6 +777,14 @@ class Reconciler:
         if stage.provider:
             self._release_name(ns, stage.provider, jn)
 
+    async def _write_decisions(self, run: _Run) -> None:
+        """Store the approval decisions as their stages' outputs, once per process (a
+        restart writes them again, before any downstream Job is created)."""
+        for key, value in decision_outputs(run.record.state).values():
+            if key not in run.decisions:
+                await run.store.put(key, encode_output(value, "json"))
+                run.decisions.add(key)
+
     async def _flush_outbox(self, run: _Run) -> None:
         """Append the saved step's events to the trace; the next state write drops them."""
         if run.record.outbox:
@@ -712,6 +831,8 @@ class Reconciler:
         except ValidationError:
             previous = None
         refs = {n: run.store.ref(r.output_ref) for n, r in state.stages.items() if r.output_ref}
+        refs.update({n: run.store.ref(k) for n, (k, _) in decision_outputs(state).items()
+                     if k in run.decisions})
         output_ref = run.store.ref(OUTPUT_KEY) if state.final_output is not None else None
         status = to_status(run.resolved, state, output_refs=refs, job_name=self._job_of(run),
                            trace_ref=run.trace_ref, output_ref=output_ref,
