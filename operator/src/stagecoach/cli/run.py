@@ -8,11 +8,19 @@ into a cassette that replays the run offline. With ``spec.storage.type: s3``
 outputs and the trace live in the bucket (under ``<prefix>/local/<pipeline>/<run>/``,
 credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``); the run directory
 still gets status, the exported trace, the final output and the report.
+
+Run control (DESIGN §9): the run owns its directory (a lock on ``RUN_DIR/.owner``) so
+``stagecoach suspend|resume|stop|terminate|approve|reject RUN_DIR`` reach it; Ctrl-C is
+Terminate. An approval stage waits for ``stagecoach approve RUN_DIR STAGE``, asks on the
+terminal when stdin and stdout are one, or is approved at once with ``--auto-approve``.
+``--resume RUN_DIR`` reuses what an earlier run finished (:mod:`stagecoach.local.resume`):
+it prints which stages are reused and why each other one runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -32,10 +40,16 @@ from ..api import (
     format_duration,
     resolve_pipeline,
 )
+from ..engine import ReuseVerdict, reusable
 from ..engine.validation import validate_resolved
 from ..local import LocalExecutor, RunOptions, new_run_dir
+from ..local.control import local_user
+from ..local.owner import OwnerError, RunOwner
 from ..local.progress import make_progress
-from ..store import OUTPUTS, Store, StoreError, open_store, s3_store_ref
+from ..local.prompt import TerminalApprover
+from ..local.resume import PriorRun, ResumeError, load_prior
+from ..local.rundir import RunDir
+from ..store import OUTPUTS, LocalStore, Store, StoreError, open_store, s3_store_ref
 from .validate import load_manifests
 
 __all__ = ["EXIT_CANCELLED", "exit_code", "parse_params", "run_pipeline"]
@@ -139,12 +153,23 @@ def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | No
         for prob in found:
             print(f"{file}: {prob.render()}", file=sys.stderr)
         return 1
+    prior: PriorRun | None = None
+    verdict: ReuseVerdict | None = None
+    if resume is not None:
+        try:
+            prior = load_prior(Path(resume))
+        except ResumeError as e:
+            print(f"stagecoach run: --resume: {e}", file=sys.stderr)
+            return 1
+        verdict = reusable(resolved, prior.stages)
     now = datetime.now(UTC)
     run_dir = new_run_dir(Path(store), pipeline.metadata.name, now)
     uid = run_dir.path.name
-    resolved = ResolvedPipeline(**{**resolved.__dict__, "uid": pipeline.metadata.uid or uid})
+    resolved = dataclasses.replace(resolved, uid=pipeline.metadata.uid or uid)
     run_dir.write_manifest(_resolved_doc(pipeline, resolved))
     print(f"run directory: {run_dir.path}", flush=True)
+    if prior is not None and verdict is not None:
+        print(_explain_reuse(prior, verdict, resolved.name), flush=True)
     storage = pipeline.spec.storage
     store_ref: StoreRef | None = None
     if storage is not None and storage.type == "s3" and storage.s3 is not None:
@@ -155,13 +180,39 @@ def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | No
     elif storage is not None and storage.type != "local":
         print(f"note: storage type {storage.type!r} applies in the cluster; a local run keeps "
               "outputs and the trace in the run directory", flush=True)
-    return asyncio.run(_execute(resolved, providers, run_dir, str(Path(file).parent.resolve()),
-                                record, store_ref))
+    try:
+        owner = RunOwner.acquire(run_dir.path)
+    except OwnerError as e:
+        print(f"stagecoach run: {e}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(_execute(resolved, providers, run_dir,
+                                    str(Path(file).parent.resolve()), record, store_ref,
+                                    owner=owner, auto_approve=auto_approve, prior=prior,
+                                    verdict=verdict))
+    finally:
+        owner.release(f"the run in {run_dir.path} has ended")
+
+
+def _explain_reuse(prior: PriorRun, verdict: ReuseVerdict, pipeline: str) -> str:
+    """What ``--resume`` takes from the earlier run, and why the rest runs again."""
+    lines = [f"resuming from {prior.path} ({prior.pipeline}, ended {prior.phase})"]
+    if prior.pipeline != pipeline:
+        lines.append(f"  note: that run was pipeline {prior.pipeline!r}, this is {pipeline!r}")
+    if verdict.reused:
+        lines.append(f"  reused: {', '.join(verdict.reused)}")
+    else:
+        lines.append("  reused: nothing")
+    for name, why in verdict.rerun.items():
+        lines.append(f"  runs again: {name}: {why}")
+    return "\n".join(lines)
 
 
 async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvider],
-                   run_dir: Any, base_dir: str, record: str | None,
-                   store_ref: StoreRef | None = None) -> int:
+                   run_dir: RunDir, base_dir: str, record: str | None,
+                   store_ref: StoreRef | None = None, *, owner: RunOwner | None = None,
+                   auto_approve: bool = False, prior: PriorRun | None = None,
+                   verdict: ReuseVerdict | None = None) -> int:
     recorder = Recorder() if record else None
     store: Store | None = None
     if store_ref is not None:
@@ -171,12 +222,28 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
         except (StoreError, ValueError) as e:
             print(f"stagecoach run: {e}", file=sys.stderr)
             return 1
-    progress = make_progress()
+    seed = None
+    if prior is not None and verdict is not None:
+        target: Store = store if store is not None else LocalStore(run_dir.path)
+        try:
+            seed = await prior.copy(verdict, target)
+        except (StoreError, ValueError, OSError) as e:
+            print(f"stagecoach run: --resume: cannot copy the reused outputs from "
+                  f"{prior.path}: {e}", file=sys.stderr)
+            return 1
+    progress = make_progress(run_dir=str(run_dir.path))
+    approver = None
+    if not auto_approve and sys.stdin.isatty() and sys.stdout.isatty():
+        approver = TerminalApprover(sys.stdin, sys.stdout, local_user(), progress,
+                                    str(run_dir.path))
     try:
         async with ProviderPool(recorder=recorder, base_dir=base_dir) as pool:
             executor = LocalExecutor(resolved, providers, run_dir, pool,
-                                     options=RunOptions(base_dir=base_dir), listener=progress,
-                                     store=store, store_ref=store_ref)
+                                     options=RunOptions(base_dir=base_dir,
+                                                        auto_approve=auto_approve),
+                                     listener=progress, store=store, store_ref=store_ref,
+                                     owner=owner, approver=approver, resume=seed,
+                                     notes=progress.note)
             try:
                 state = await executor.execute()
             finally:

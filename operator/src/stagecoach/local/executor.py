@@ -1,13 +1,21 @@
 """The local executor: the engine's actions carried out with asyncio on this machine.
 
-One loop: observe finished attempts, ``engine.step()``, record the actions in the trace,
-stop and start attempts, publish status, then sleep until an attempt finishes or the plan's
-``wake_at`` (a backoff timer, a deadline) arrives. Agent stages run in-process through
-:func:`stagecoach_runner.run_attempt` sharing one provider pool (HTTP client, rate limiters,
-cassette players); run stages' commands are subprocesses, their stdout and stderr kept in
-the run directory's ``logs/``. Provider ``maxConcurrency`` is
-enforced by counting live attempts per provider. Cancellation (Ctrl-C) asks the engine to
-cancel, stops the attempts and still flushes the trace. All decisions stay in the engine.
+One loop: observe finished attempts, read the control requests, ``engine.step()``, record
+the actions in the trace, stop and start attempts, answer the requests, publish status,
+then sleep until an attempt finishes, a request arrives (``SIGUSR1`` from a verb, see
+:mod:`.owner`) or the plan's ``wake_at`` (a backoff timer, a deadline) arrives. Agent
+stages run in-process through :func:`stagecoach_runner.run_attempt` sharing one provider
+pool (HTTP client, rate limiters, cassette players); run stages' commands are
+subprocesses, their stdout and stderr kept in the run directory's ``logs/``. Provider
+``maxConcurrency`` is enforced by counting live attempts per provider.
+
+Run control (DESIGN §9) goes through the :class:`~.desk.ControlDesk`: Ctrl-C and SIGTERM
+are Terminate; suspend, resume, stop, terminate, approve and reject come from the verbs.
+An approval stage that starts waiting is approved at once with ``auto_approve``, or
+handed to an :class:`Approver` (the terminal prompt); its decision is written to the
+store like any output (``outputs/<stage>/<iteration>.json``). With a
+:class:`~.resume.ResumeSeed` the reused stages are marked before the first step. The
+final engine state goes to ``state.json``. All decisions stay in the engine.
 """
 
 from __future__ import annotations
@@ -18,32 +26,60 @@ import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from stagecoach_runner import run_attempt
 from stagecoach_runner.providers import ProviderPool
 
 from .. import telemetry
-from ..api import AttemptResult, ModelProvider, ResolvedPipeline, StoreRef
+from ..api import AttemptResult, AttemptSpec, ModelProvider, ResolvedPipeline, StoreRef
 from ..attempts import build_attempt, outcome_from_result
 from ..engine import (
     Action,
+    ApprovalDecision,
     AttemptOutcome,
     RunState,
     StartAttempt,
-    cancel,
+    apply_reuse,
+    dump_state,
     new_state,
     step,
     to_status,
     trace_events,
 )
-from ..store import LocalStore, Store, decode_output
+from ..store import LocalStore, Store, StoreError, decode_output, encode_output, output_key
+from .desk import ControlDesk
+from .owner import WAKE_SIGNAL, RunOwner, quiet_wake_signal
+from .resume import ResumeSeed
 from .rundir import RunDir
 
-__all__ = ["LocalExecutor", "RunOptions"]
+__all__ = ["AUTO_APPROVER", "Approver", "Gate", "LocalExecutor", "RunOptions"]
 
 Key = tuple[str, int, int | None, int]
 Listener = Callable[[RunState, list[dict[str, Any]]], None]
+AUTO_APPROVER = "auto-approve"
+"""The approver recorded for ``--auto-approve`` decisions."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """An approval stage that started waiting (from its ``ApprovalRequested`` event)."""
+
+    stage: str
+    iteration: int
+    message: str
+    inputs: list[dict[str, Any]]
+
+
+class Approver(Protocol):
+    """Asks a person about a waiting gate (the terminal prompt). ``decide`` may be called
+    from any thread, at most once per :meth:`ask`."""
+
+    def ask(self, gate: Gate, decide: Callable[[ApprovalDecision], None]) -> None:
+        """Start asking; return at once."""
+
+    def cancel(self, stage: str) -> None:
+        """The stage no longer waits (decided elsewhere, the run ended): stop asking."""
 
 
 @dataclass
@@ -53,6 +89,9 @@ class RunOptions:
     base_dir: str | None = None
     """The manifest's directory: relative cassette paths resolve against it."""
     writer_id: str = "executor"
+    auto_approve: bool = False
+    """Approve every approval stage as it starts waiting (approver ``auto-approve``,
+    inputs at their defaults)."""
 
 
 class LocalExecutor:
@@ -62,7 +101,10 @@ class LocalExecutor:
                  run_dir: RunDir, pool: ProviderPool, *, options: RunOptions | None = None,
                  listener: Listener | None = None,
                  clock: Callable[[], datetime] | None = None,
-                 store: Store | None = None, store_ref: StoreRef | None = None) -> None:
+                 store: Store | None = None, store_ref: StoreRef | None = None,
+                 owner: RunOwner | None = None, approver: Approver | None = None,
+                 resume: ResumeSeed | None = None,
+                 notes: Callable[[str], None] | None = None) -> None:
         if (store is None) != (store_ref is None):
             raise ValueError("pass both store and store_ref (the ref attempts get), or neither")
         self.pipeline = pipeline
@@ -80,14 +122,35 @@ class LocalExecutor:
         self.listener = listener
         self.clock = clock or (lambda: datetime.now(UTC))
         self.state: RunState = new_state(pipeline)
+        self.owner = owner
+        self.desk = ControlDesk(owner)
+        self.approver = approver
+        self.resume = resume
+        self.notes = notes
+        self._approval_refs: dict[str, str] = {}
         self._tasks: dict[Key, tuple[asyncio.Task[AttemptResult], StartAttempt]] = {}
         self._done: asyncio.Queue[tuple[StartAttempt, AttemptResult | None]] = asyncio.Queue()
-        self._cancel = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._traceparent: str | None = None
 
-    def request_cancel(self) -> None:
-        """Ask for cancellation (what Ctrl-C does)."""
-        self._cancel.set()
+    def request_cancel(self, by: str = "Ctrl-C") -> None:
+        """Terminate the run (what Ctrl-C and SIGTERM do)."""
+        self.desk.terminate(by)
+        self._wake.set()
+
+    def decide(self, decision: ApprovalDecision) -> None:
+        """Hand in a decision from any thread (the terminal prompt); judged next step."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def hand_in() -> None:
+            self.desk.decide(decision)
+            self._wake.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop just closed: the run is over
+            loop.call_soon_threadsafe(hand_in)
 
     # -- the loop ----------------------------------------------------------------------
     async def execute(self) -> RunState:
@@ -103,19 +166,35 @@ class LocalExecutor:
                                            (state.tokens.input, state.tokens.output))
         return state
 
-    async def _execute(self) -> RunState:
+    def _signals(self, on: bool) -> None:
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self.request_cancel)
-            loop.add_signal_handler(signal.SIGTERM, self.request_cancel)
+        handlers: dict[int, Callable[[], None]] = {
+            signal.SIGINT: lambda: self.request_cancel("Ctrl-C"),
+            signal.SIGTERM: lambda: self.request_cancel("SIGTERM")}
+        if self.owner is not None:
+            handlers[WAKE_SIGNAL] = self._wake.set
+        for sig, handler in handlers.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                if on:
+                    loop.add_signal_handler(sig, handler)
+                else:
+                    loop.remove_signal_handler(sig)
+        if not on and self.owner is not None:
+            quiet_wake_signal()  # still owned until the CLI releases: a verb must not kill us
+
+    async def _execute(self) -> RunState:
+        self._loop = asyncio.get_running_loop()
+        self._signals(True)
         try:
             outcomes: list[AttemptOutcome] = []
+            if self.resume is not None:
+                await self._apply_resume()
             while True:
-                if self._cancel.is_set() and not self.state.cancel_requested:
-                    self.state = cancel(self.state)
                 now = self.clock()
+                self.desk.collect(self.state, now)
                 plan = step(self.pipeline, self.state, now, outcomes,
-                            free_slots=self._free_slots())
+                            free_slots=self._free_slots(), control=self.desk.control,
+                            approvals=self.desk.take_decisions())
                 outcomes = []
                 self.state = plan.state
                 events = await self._record(plan.actions, now)
@@ -123,36 +202,116 @@ class LocalExecutor:
                     self._stop(stop)
                 for start in plan.starts():
                     self._start(start)
+                await self._store_decisions(events)
+                for verdict in self.desk.answer(self.state, plan.verdicts):
+                    if not verdict.accepted:
+                        self._note(f"decision refused: {verdict.message}")
                 self._publish(events)
+                self._gates(events, now)
                 if self.state.terminal:
                     break
                 outcomes = await self._wait(plan.wake_at)
             await self._drain()
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
-                loop.remove_signal_handler(signal.SIGTERM)
+            self._signals(False)
+            self.desk.close(self.state)
+            self._save_state()
         return self.state
+
+    async def _apply_resume(self) -> None:
+        seed = self.resume
+        assert seed is not None
+        now = self.clock()
+        plan = apply_reuse(self.pipeline, self.state, seed.verdict, seed.prior, seed.source,
+                           seed.source_uid, now)
+        self.state = plan.state
+        events = await self._record(plan.actions, now)
+        for name in seed.verdict.reused:
+            run = self.state.stages[name]
+            if run.output_ref is None and not run.fan_out and run.inline_output is not None:
+                await self._store_decision(name, run.iteration, run.inline_output)
+        self._publish(events)
 
     async def _wait(self, wake_at: datetime | None) -> list[AttemptOutcome]:
         timeout = None
         if wake_at is not None:
             timeout = max(0.0, (wake_at - self.clock()).total_seconds())
         getter = asyncio.ensure_future(self._done.get())
-        canceller = asyncio.ensure_future(self._cancel.wait())
+        waker = asyncio.ensure_future(self._wake.wait())
         try:
-            await asyncio.wait({getter, canceller}, timeout=timeout,
+            await asyncio.wait({getter, waker}, timeout=timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
-            canceller.cancel()
+            waker.cancel()
             if not getter.done():
                 getter.cancel()
+        self._wake.clear()
         finished: list[tuple[StartAttempt, AttemptResult | None]] = []
         if getter.done() and not getter.cancelled():
             finished.append(getter.result())
         while not self._done.empty():
             finished.append(self._done.get_nowait())
         return [o for o in [await self._outcome(s, r) for s, r in finished] if o is not None]
+
+    # -- approval stages ---------------------------------------------------------------
+    def _gates(self, events: list[dict[str, Any]], now: datetime) -> None:
+        """Auto-approve or ask about gates that started waiting; stop asking about ended
+        ones."""
+        for ev in events:
+            stage, t = ev.get("stage"), ev["type"]
+            if not stage:
+                continue
+            if t == "ApprovalRequested":
+                data = ev.get("data") or {}
+                gate = Gate(stage, ev.get("iteration") or 1, str(data.get("message") or ""),
+                            list(data.get("inputs") or []))
+                if self.options.auto_approve:
+                    self.desk.decide(ApprovalDecision(
+                        name=f"{AUTO_APPROVER}-{stage}-{gate.iteration}", stage=stage,
+                        decision="Approve", approver=AUTO_APPROVER, iteration=gate.iteration,
+                        at=now))
+                    self._wake.set()
+                elif self.approver is not None:
+                    self.approver.ask(gate, self.decide)
+            elif t in {"StageSucceeded", "StageFailed"} and self.approver is not None \
+                    and self.pipeline.stage(stage).approval is not None:
+                self.approver.cancel(stage)
+
+    async def _store_decisions(self, events: list[dict[str, Any]]) -> None:
+        """Write each approved gate's output (the decision) where outputs go."""
+        for ev in events:
+            stage = ev.get("stage")
+            if ev["type"] != "StageSucceeded" or not stage or \
+                    self.pipeline.stage(stage).approval is None:
+                continue
+            run = self.state.stages[stage]
+            decision = run.instances[0].decision if run.instances else None
+            if decision is not None:
+                await self._store_decision(stage, ev.get("iteration") or run.iteration,
+                                           decision)
+
+    async def _store_decision(self, stage: str, iteration: int, value: Any) -> None:
+        key = output_key(stage, iteration)
+        try:
+            await self.store.put(key, encode_output(value, "json", stage=stage,
+                                                    iteration=iteration, attempt=1))
+        except (StoreError, OSError) as e:  # the decision stands (it is in the state)
+            self._note(f"{stage}: cannot store the approval decision: {e}")
+            return
+        self._approval_refs[stage] = key
+
+    def _note(self, text: str) -> None:
+        if self.notes is not None:
+            self.notes(text)
+
+    def _save_state(self) -> None:
+        store = None if not self._external_refs else self.store_ref.model_dump(
+            mode="json", by_alias=True, exclude_none=True)
+        try:
+            self.run_dir.write_state(self.pipeline.name, self.pipeline.uid,
+                                     dump_state(self.state), store)
+        except (OSError, TypeError, ValueError) as e:
+            self._note(f"cannot write {self.run_dir.state}: {e}")
 
     async def _outcome(self, start: StartAttempt,
                        result: AttemptResult | None) -> AttemptOutcome | None:
@@ -182,8 +341,9 @@ class LocalExecutor:
         return free
 
     def _start(self, start: StartAttempt) -> None:
-        spec = build_attempt(self.pipeline, self.state, start, self.providers,
-                             self.store_ref, self.options.base_dir)
+        spec = self._with_decisions(build_attempt(self.pipeline, self.state, start,
+                                                  self.providers, self.store_ref,
+                                                  self.options.base_dir))
         key: Key = (start.stage or "", start.iteration or 0, start.index, start.attempt or 0)
 
         async def attempt() -> AttemptResult:
@@ -206,6 +366,20 @@ class LocalExecutor:
 
         task.add_done_callback(finished)
 
+    def _with_decisions(self, spec: AttemptSpec) -> AttemptSpec:
+        """Point upstream approval stages at their stored decision: the engine keeps a
+        decision in the state (no output reference), the runner reads upstream outputs
+        from the store."""
+        patched = {}
+        for name, ref in spec.upstream.items():
+            key = self._approval_refs.get(name)
+            if key is not None and ref.output_ref is None and ref.instance_refs is None \
+                    and self.state.stages[name].output is not None:
+                patched[name] = ref.model_copy(update={"output_ref": key})
+        if not patched:
+            return spec
+        return spec.model_copy(update={"upstream": {**spec.upstream, **patched}})
+
     def _stop(self, stop: Action) -> None:
         key: Key = (stop.stage or "", stop.iteration or 0, stop.index, stop.attempt or 0)
         entry = self._tasks.get(key)
@@ -226,9 +400,15 @@ class LocalExecutor:
             await self.store.append_trace(self.options.writer_id, events)
         return events
 
+    def _output_refs(self) -> dict[str, str]:
+        refs = dict(self._approval_refs)
+        refs.update({name: run.output_ref for name, run in self.state.stages.items()
+                     if run.output_ref})
+        return refs
+
     def _publish(self, events: list[dict[str, Any]]) -> None:
-        refs = {name: self.store.ref(run.output_ref) if self._external_refs else run.output_ref
-                for name, run in self.state.stages.items() if run.output_ref}
+        refs = {name: self.store.ref(ref) if self._external_refs else ref
+                for name, ref in self._output_refs().items()}
         self.run_dir.write_status(to_status(self.pipeline, self.state, output_refs=refs,
                                             trace_ref=str(self.run_dir.trace)))
         if self.listener is not None:

@@ -1,9 +1,12 @@
 """The local run directory (DESIGN §5) and what goes into it besides the store's keys.
 
 ``<store>/<pipeline>-<yyyymmddThhmmss>/`` holds ``pipeline.yaml`` (resolved),
-``status.json``, ``trace.jsonl``, ``outputs/<stage>/<iteration>[-<index>].json`` (written
+``status.json``, ``state.json`` (the engine state and where its outputs are, for
+``--resume``), ``trace.jsonl``, ``outputs/<stage>/<iteration>[-<index>].json`` (written
 by the runner through the local store), ``output.txt``, ``report.html`` and ``logs/``
-(run stages' stdout and stderr, ``<stage>/<iteration>[-<index>]-<attempt>.stdout|.stderr``).
+(run stages' stdout and stderr, ``<stage>/<iteration>[-<index>]-<attempt>.stdout|.stderr``),
+``.owner`` (locked by the live ``stagecoach run``, :mod:`.owner`) and ``control/`` (the
+verbs' requests and answers).
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import yaml
 
 from ..api import PipelineStatus
 
-__all__ = ["RunDir", "new_run_dir"]
+__all__ = ["STATE_VERSION", "RunDir", "new_run_dir"]
+
+STATE_VERSION = 1
+"""Version of ``state.json``'s layout."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,11 @@ class RunDir:
     @property
     def status(self) -> Path:
         return self.path / "status.json"
+
+    @property
+    def state(self) -> Path:
+        """The engine state at the end (what ``--resume`` reads)."""
+        return self.path / "state.json"
 
     @property
     def trace(self) -> Path:
@@ -62,6 +73,21 @@ class RunDir:
         """Replace ``status.json``."""
         self._atomic(self.status, status.model_dump_json(by_alias=True, exclude_none=True,
                                                          indent=2))
+
+    def write_state(self, pipeline: str, uid: str, state: dict[str, Any],
+                    store: dict[str, Any] | None) -> None:
+        """Replace ``state.json``: ``state`` is ``engine.dump_state`` output, ``store`` the
+        StoreRef its references point into (None: this directory)."""
+        doc = {"version": STATE_VERSION, "pipeline": pipeline, "uid": uid,
+               "store": store, "state": state}
+        self._atomic(self.state, json.dumps(doc, ensure_ascii=False, default=str, indent=1))
+
+    def read_state(self) -> dict[str, Any]:
+        """``state.json`` as written (ValueError when it is not a JSON object)."""
+        doc = json.loads(self.state.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("state.json is not a JSON object")
+        return doc
 
     def write_manifest(self, doc: dict[str, Any]) -> None:
         """Write the resolved pipeline."""
