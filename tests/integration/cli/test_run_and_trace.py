@@ -22,7 +22,7 @@ def run_dir(proc: subprocess.CompletedProcess[str]) -> Path:
 
 
 def test_demo_pipeline_runs_offline_and_writes_the_run_directory(tmp_path: Path) -> None:
-    proc = cli("run", str(EXAMPLE), "--store", str(tmp_path))
+    proc = cli("run", str(EXAMPLE), "--store", str(tmp_path), "--auto-approve")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     d = run_dir(proc)
     assert d.parent == tmp_path and d.name.startswith("battery-report-")
@@ -32,14 +32,24 @@ def test_demo_pipeline_runs_offline_and_writes_the_run_directory(tmp_path: Path)
     assert (d / "outputs/scrape/1-0.json").is_file()
     status = json.loads((d / "status.json").read_text())
     stages = {s["name"]: s for s in status["stages"]}
-    assert status["phase"] == "Succeeded" and status["progress"] == "8/8"
+    assert status["phase"] == "Succeeded" and status["progress"] == "9/9"
+    # the sign-off gate approved itself (--auto-approve) and publish read its inputs
+    decision = json.loads((d / "outputs/sign-off/1.json").read_text())["value"]
+    assert (decision["approved"], decision["approver"], decision["inputs"]) == (
+        True, "auto-approve", {"channel": "blog"})
+    assert stages["sign-off"]["outputRef"] == "outputs/sign-off/1.json"
     assert stages["research"]["iteration"] == 2 and stages["qa"]["attempt"] == 2
     assert stages["scrape"]["instances"] == {"total": 3, "succeeded": 3, "failed": 0,
                                              "running": 0}
     events = [json.loads(ln) for ln in (d / "trace.jsonl").read_text().splitlines()]
     types = {e["type"] for e in events}
     assert {"ProviderRetry", "Decision", "InputSnapshot", "OutputSnapshot", "OutputAssembled",
-            "PipelineSucceeded"} <= types
+            "PipelineSucceeded", "ApprovalRequested", "ApprovalDecided"} <= types
+    [prompt] = [e["data"]["prompt"] for e in events if e["type"] == "InputSnapshot"
+                and e["stage"] == "publish"]
+    assert "for the blog." in prompt
+    assert "sign-off: awaiting approval: Publish the solid-state batteries report" in proc.stdout
+    assert "StageSucceeded without StageStarted" not in proc.stdout
     assert "Solid-state batteries" in (d / "output.txt").read_text()
     assert "Timeline" in proc.stdout and "report: " in proc.stdout
     # the resolved pipeline in the run directory is itself a valid manifest

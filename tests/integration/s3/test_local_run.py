@@ -33,7 +33,8 @@ def manifest(tmp_path: Path, storage: str) -> Path:
 
 def run(path: Path, store: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stagecoach.cli.main", "run", str(path), "--store", str(store)],
+        [sys.executable, "-m", "stagecoach.cli.main", "run", str(path), "--store", str(store),
+         "--auto-approve"],  # the example's sign-off gate
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, **env},
     )

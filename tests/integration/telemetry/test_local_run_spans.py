@@ -23,7 +23,7 @@ def run(store: Path, endpoint: str, manifest: Path = EXAMPLE,
         **env: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
     proc = subprocess.run(
         [sys.executable, "-m", "stagecoach.cli.main", "run", str(manifest), "--store",
-         str(store)],
+         str(store), "--auto-approve"],  # the example's sign-off gate
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **env},
     )

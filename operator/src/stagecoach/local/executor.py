@@ -198,11 +198,11 @@ class LocalExecutor:
                 outcomes = []
                 self.state = plan.state
                 events = await self._record(plan.actions, now)
+                await self._store_decisions(events)  # before the attempts that read them
                 for stop in plan.stops():
                     self._stop(stop)
                 for start in plan.starts():
                     self._start(start)
-                await self._store_decisions(events)
                 for verdict in self.desk.answer(self.state, plan.verdicts):
                     if not verdict.accepted:
                         self._note(f"decision refused: {verdict.message}")

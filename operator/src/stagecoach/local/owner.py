@@ -257,7 +257,8 @@ class RunOwner:
         """Every request waiting in ``control/``, oldest first; the files are removed."""
         try:
             names = sorted(p.name for p in self.control.iterdir()
-                           if p.name.endswith(_REQUEST) and not p.name.startswith("."))
+                           if p.name.endswith(_REQUEST) and not p.name.startswith(".")
+                           and not (p.is_dir() and not p.is_symlink()))
         except OSError:
             return []
         out: list[Request | BadRequest] = []

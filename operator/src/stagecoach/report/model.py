@@ -26,7 +26,8 @@ from stagecoach.api import PipelineStatus, TokenUsage
 
 from ._fmt import instance_label, parse_ts
 
-__all__ = ["Attempt", "LoopMark", "OutputFile", "RunData", "StageMark"]
+__all__ = ["CONTROL_EVENTS", "Attempt", "LoopMark", "OutputFile", "RunData", "StageMark",
+           "describe_control"]
 
 Outcome = Literal["succeeded", "failed", "retrying", "running", "stopped"]
 Key = tuple[str, int, int | None, int]
@@ -178,11 +179,15 @@ def _coerce_output(key: str, raw: Any) -> OutputFile | None:
 def _mark(ev: Mapping[str, Any]) -> StageMark | None:
     """The :class:`StageMark` of a stage-level event (no attempt), or None."""
     t, stage, ts = ev.get("type"), ev.get("stage"), parse_ts(ev.get("ts"))
-    if t not in ("StageSkipped", "StageSucceeded", "StageFailed") or not isinstance(stage, str) \
-            or ts is None or _int(ev.get("attempt")) is not None:
+    if t not in ("StageSkipped", "StageSucceeded", "StageFailed", "StageReused") or \
+            not isinstance(stage, str) or ts is None or _int(ev.get("attempt")) is not None:
         return None
     data = _data(ev)
     iteration = _int(ev.get("iteration")) or 1
+    if t == "StageReused":
+        return StageMark(ts, stage, iteration, None, "succeeded",
+                         f"reused from {data.get('source') or '?'} "
+                         f"(iteration {data.get('sourceIteration') or '?'})")
     if t == "StageSkipped":
         return StageMark(ts, stage, iteration, None, "skipped",
                          f"skipped: {data.get('reason') or ''}")
@@ -192,6 +197,46 @@ def _mark(ev: Mapping[str, Any]) -> StageMark | None:
         return StageMark(ts, stage, iteration, _int(ev.get("index")), "succeeded", text)
     return StageMark(ts, stage, iteration, _int(ev.get("index")), "failed",
                      f"{data.get('errorClass') or 'Error'}: {data.get('message') or ''}")
+
+
+CONTROL_EVENTS = ("PipelineSuspended", "PipelineResumed", "ShutdownRequested",
+                  "ApprovalRequested", "ApprovalDecided", "ResumeDecided")
+"""What people did to the run (DESIGN §9), shown in a report section of its own."""
+
+
+def describe_control(ev: Mapping[str, Any]) -> str:
+    """One line for a :data:`CONTROL_EVENTS` event."""
+    t, d = ev.get("type"), _data(ev)
+    by = f" by {d['by']}" if isinstance(d.get("by"), str) and d["by"] not in ("user",) else ""
+    if t == "PipelineSuspended":
+        return f"suspended{by}: no new attempt started until resumed"
+    if t == "PipelineResumed":
+        return f"resumed{by}"
+    if t == "ShutdownRequested":
+        what = ("stop: running attempts finished, the finally stages ran"
+                if d.get("mode") == "Stop" else "terminate: running attempts were stopped")
+        return f"{what} (asked{by or ' for'})" if by else what
+    if t == "ApprovalRequested":
+        until = f"; waits until {d['deadline']}, then {d.get('onTimeout') or 'reject'}" \
+            if d.get("deadline") else ""
+        return f"awaiting approval: {d.get('message') or ''}{until}"
+    if t == "ApprovalDecided":
+        verb = "approved" if d.get("decision") == "Approve" else "rejected"
+        who = d.get("approver") or ("the timeout" if d.get("by") == "timeout" else "?")
+        raw = d.get("inputs")
+        inputs = raw if isinstance(raw, Mapping) else {}
+        extra = f"; inputs {', '.join(f'{k}={v}' for k, v in inputs.items())}" if inputs else ""
+        note = f": {d['message']}" if d.get("message") else ""
+        return f"{verb} by {who}{extra}{note}"
+    if t == "ResumeDecided":
+        reused = d["reused"] if isinstance(d.get("reused"), list) else []
+        rerun = d["rerun"] if isinstance(d.get("rerun"), Mapping) else {}
+        text = (f"resumed from {d.get('source') or '?'}: reused "
+                f"{', '.join(map(str, reused)) or 'nothing'}")
+        if rerun:
+            text += "; runs again: " + "; ".join(f"{k} ({v})" for k, v in rerun.items())
+        return text
+    return str(t)
 
 
 def _fold(events: list[dict[str, Any]], end: datetime | None,
@@ -213,7 +258,7 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
             continue
         data = _data(ev)
         a = attempts.get(key)
-        if t == "StageStarted":
+        if t in ("StageStarted", "ApprovalRequested"):  # a gate's wait is its attempt
             if a is None:
                 attempts[key] = Attempt(*key, start=ts, end=ts,
                                         provider=data.get("provider") or None)

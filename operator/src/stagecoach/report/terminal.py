@@ -24,7 +24,7 @@ from ._fmt import (
     parse_ts,
     preview,
 )
-from .model import Attempt, RunData
+from .model import CONTROL_EVENTS, Attempt, RunData, describe_control
 
 __all__ = ["MARKS", "render_terminal"]
 
@@ -173,6 +173,19 @@ def _decisions(data: RunData, width: int) -> list[str]:
     return lines
 
 
+def _control(data: RunData, width: int) -> list[str]:
+    """Approvals, suspend/resume, stop/terminate and reuse, when the run had any."""
+    events = data.of_type(*CONTROL_EVENTS)
+    if not events:
+        return []
+    lines = ["Control and approvals"]
+    for ev in events:
+        who = _who(ev) if ev.get("stage") else "pipeline"
+        lines.append(f"  {fmt_offset(_ts(ev), data.start):>8}  {who}")
+        lines += _wrap(describe_control(ev), width, " " * 12)
+    return lines
+
+
 def _ts(ev: dict[str, Any]) -> datetime | None:
     return parse_ts(ev.get("ts"))
 
@@ -277,10 +290,11 @@ def render_terminal(data: RunData, width: int = 100) -> str:
             lines.append("  " + fact)
     if message:
         lines += _wrap(message, width, "  ")
-    sections = [_timeline(data, width), _decisions(data, width), _errors(data, width),
-                _tokens(data), _output(data)]
+    sections = [_timeline(data, width), _decisions(data, width), _control(data, width),
+                _errors(data, width), _tokens(data), _output(data)]
     for section in sections:
-        lines += ["", *section]
+        if section:
+            lines += ["", *section]
     if data.warnings:
         lines += ["", "Warnings", *[f"  {w}" for w in data.warnings]]
     end = f"Result: {data.phase}" + (f" ({reason})" if reason else "")

@@ -1,0 +1,299 @@
+"""Controlling a local run (DESIGN §9) as a user does: ``stagecoach run`` in one process,
+``stagecoach suspend|resume|stop|terminate|approve|reject RUN_DIR`` from others.
+
+Slow stages are ``run`` stages that wait for a file the test creates (or sleep), so no
+assertion depends on how fast the machine is: the tests wait for states, never for time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+PY = sys.executable
+STAGECOACH = [PY, "-m", "stagecoach.cli.main"]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*STAGECOACH, *args], capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+def stage(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    """A run stage executing Python ``code`` (``out(value)`` writes its JSON output)."""
+    prelude = ("import json, os, sys, time, pathlib\n"
+               "def out(v): json.dump(v, open(os.environ['STAGECOACH_OUTPUT'], 'w'))\n"
+               "inp = json.load(open(os.environ['STAGECOACH_INPUT']))\n")
+    return {"name": name, "run": {"image": "python", "command": [PY, "-c", prelude + code],
+                                  "output": {"format": "json"}}, **extra}
+
+
+def wait_for(path: Path) -> str:
+    """Python that blocks until ``path`` exists (the test releases the stage)."""
+    return f"while not pathlib.Path({str(path)!r}).exists(): time.sleep(0.05)\n"
+
+
+def manifest(tmp: Path, spec: dict[str, Any], name: str = "ctl") -> Path:
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "stagecoach.dev/v1alpha1",
+                                    "kind": "AgentPipeline", "metadata": {"name": name},
+                                    "spec": spec}, sort_keys=False))
+    return path
+
+
+class LocalRun:
+    """``stagecoach run`` as a subprocess, with what the tests ask of it."""
+
+    def __init__(self, path: Path, store: Path, *args: str) -> None:
+        self.proc = subprocess.Popen([*STAGECOACH, "run", str(path), "--store", str(store),
+                                      *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.store = store
+        self.out = self.err = ""
+        self.dir = self._run_dir()
+
+    def _run_dir(self) -> Path:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            found = [d for d in self.store.glob("*") if (d / ".owner").exists()
+                     and (d / "status.json").exists()]
+            if found:
+                return found[0]
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.finish()
+        raise AssertionError(f"no run directory appeared:\n{self.out}\n{self.err}")
+
+    def status(self) -> dict[str, Any]:
+        for _ in range(50):
+            try:
+                return dict(json.loads((self.dir / "status.json").read_text()))
+            except (OSError, ValueError):  # replaced atomically, but be patient
+                time.sleep(0.02)
+        raise AssertionError("status.json unreadable")
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        return {s["name"]: s for s in self.status()["stages"]}
+
+    def until(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            if self.proc.poll() is not None:
+                self.finish()
+                raise AssertionError(f"run ended before {what}:\n{self.out}\n{self.err}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}: {self.status()}")
+
+    def phase_of(self, name: str, phase: str) -> None:
+        self.until(f"{name} {phase}", lambda: self.stages()[name]["phase"] == phase)
+
+    def finish(self, timeout: float = 120) -> int:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        self.out, self.err = self.out + out, self.err + err
+        assert "Traceback" not in self.err, self.err
+        return self.proc.returncode
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(ln) for ln in (self.dir / "trace.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[list[LocalRun]]:
+    started: list[LocalRun] = []
+    yield started
+    for r in started:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.communicate()
+
+
+def start(runs: list[LocalRun], path: Path, store: Path, *args: str) -> LocalRun:
+    r = LocalRun(path, store, *args)
+    runs.append(r)
+    return r
+
+
+def test_suspend_holds_new_stages_and_resume_completes(tmp_path: Path,
+                                                       runs: list[LocalRun]) -> None:
+    gate = tmp_path / "release-a"
+    spec = {"stages": [stage("a", wait_for(gate) + "out({'a': 1})"),
+                       stage("b", "out({'b': 2})", dependsOn=["a"])]}
+    r = start(runs, manifest(tmp_path, spec), tmp_path / "runs")
+    r.phase_of("a", "Running")
+    sus = cli("suspend", str(r.dir))
+    assert sus.returncode == 0, sus.stderr
+    assert sus.stdout == "suspended: no new attempt starts; 1 running attempt finishes\n"
+    assert r.status()["phase"] == "Suspended"
+    again = cli("suspend", str(r.dir))
+    assert again.returncode == 1 and again.stderr == \
+        "stagecoach suspend: the pipeline is already suspended\n"
+    gate.touch()  # a finishes while suspended; b must not start
+    r.phase_of("a", "Succeeded")
+    time.sleep(1.0)  # give a wrongly started b every chance to show
+    status = r.status()
+    assert status["phase"] == "Suspended" and status["reason"] == "Suspended"
+    assert r.stages()["b"]["phase"] == "Pending"
+    res = cli("resume", str(r.dir))
+    assert res.returncode == 0 and res.stdout == "resumed\n", res.stderr
+    assert r.finish() == 0, r.out + r.err
+    assert "pipeline suspended by " in r.out and "pipeline resumed by " in r.out
+    events = r.events()
+    resumed = next(e["ts"] for e in events if e["type"] == "PipelineResumed")
+    b_started = next(e["ts"] for e in events if e["type"] == "StageStarted"
+                     and e["stage"] == "b")
+    assert b_started >= resumed
+    assert r.status()["phase"] == "Succeeded"
+    # the run has ended: its directory refuses every verb, saying how it ended
+    late = cli("resume", str(r.dir))
+    assert late.returncode == 1
+    assert late.stderr.startswith(f"stagecoach resume: no running `stagecoach run` owns "
+                                  f"{r.dir}; it ended Succeeded (Succeeded) at ")
+    assert "Control and approvals" in cli("trace", str(r.dir)).stdout
+
+
+def test_stop_lets_the_running_attempt_finish_and_runs_finally(tmp_path: Path,
+                                                               runs: list[LocalRun]) -> None:
+    gate = tmp_path / "release-a"
+    spec = {"stages": [stage("a", wait_for(gate) + "out({'a': 1})"),
+                       stage("b", "out({'b': 2})", dependsOn=["a"])],
+            "finally": [stage("notify", "out({'notified': True})")]}
+    r = start(runs, manifest(tmp_path, spec), tmp_path / "runs")
+    r.phase_of("a", "Running")
+    stop = cli("stop", str(r.dir))
+    assert stop.returncode == 0, stop.stderr
+    assert stop.stdout.startswith("stopping: 1 running attempt finishes")
+    twice = cli("stop", str(r.dir))
+    assert twice.returncode == 1 and "already stopping" in twice.stderr
+    gate.touch()
+    assert r.finish() == 130, r.out + r.err
+    status = r.status()
+    assert (status["phase"], status["reason"]) == ("Cancelled", "Stopped")
+    stages = r.stages()
+    assert stages["a"]["phase"] == "Succeeded"  # the running attempt finished
+    assert stages["b"]["phase"] == "Skipped"    # nothing new started
+    assert stages["notify"]["phase"] == "Succeeded"
+    assert "ShutdownRequested" in {e["type"] for e in r.events()}
+
+
+def test_terminate_stops_the_running_attempt_and_skips_finally(tmp_path: Path,
+                                                               runs: list[LocalRun]) -> None:
+    pidfile = tmp_path / "pid"
+    spec = {"stages": [stage("a", f"open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+                                  "time.sleep(120)\nout({})")],
+            "finally": [stage("notify", "out({'notified': True})")]}
+    r = start(runs, manifest(tmp_path, spec), tmp_path / "runs")
+    r.until("a's process", pidfile.exists)
+    term = cli("terminate", str(r.dir))
+    assert term.returncode == 0, term.stderr
+    assert term.stdout == "terminated: pipeline Cancelled (Terminated)\n"
+    assert r.finish() == 130, r.out + r.err
+    status = r.status()
+    assert (status["phase"], status["reason"]) == ("Cancelled", "Terminated")
+    stages = r.stages()
+    assert (stages["a"]["phase"], stages["a"]["reason"]) == ("Failed", "Cancelled")
+    assert stages["notify"]["phase"] == "Skipped"
+    [end] = [e for e in r.events() if e["type"] == "StageFailed" and e["stage"] == "a"]
+    assert (end["attempt"], end["data"]["errorClass"]) == (1, "Cancelled")
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pidfile.read_text()), 0)
+
+
+def test_approve_reject_and_what_is_refused(tmp_path: Path, runs: list[LocalRun]) -> None:
+    spec = {"stages": [
+        stage("qa", "out({'score': 0.9})"),
+        {"name": "sign-off", "dependsOn": ["qa"], "approval": {
+            "message": "Publish? QA score {{ stages.qa.output.score }}",
+            "inputs": [{"name": "channel", "enum": ["blog", "newsletter"], "default": "blog"},
+                       {"name": "note"}]}},
+        {"name": "review", "dependsOn": ["qa"], "onFailure": "continue",
+         "approval": {"message": "Second opinion?"}},
+        stage("publish", "out({'channel': inp['stages']['sign-off']['output']['inputs']"
+                         "['channel'], 'review': inp['stages']['review']['output']})",
+              dependsOn=["sign-off", "review"])]}
+    r = start(runs, manifest(tmp_path, spec), tmp_path / "runs")
+    r.until("both gates waiting", lambda: all(
+        r.stages()[g]["phase"] == "Waiting" for g in ("sign-off", "review")))
+    waiting = r.stages()["sign-off"]
+    assert (waiting["reason"], waiting["message"]) == ("AwaitingApproval",
+                                                       "Publish? QA score 0.9")
+    wrong = cli("approve", str(r.dir), "qa")
+    assert wrong.returncode == 1
+    assert wrong.stderr == ("stagecoach approve: stage qa is not an approval stage "
+                            "(approval stages: sign-off, review)\n")
+    bad = cli("approve", str(r.dir), "sign-off", "--input", "channel=radio")
+    assert bad.returncode == 1 and "must be one of blog, newsletter, got 'radio'" in bad.stderr
+    # a garbage request file does not hurt the run: it is answered with an error
+    pid = int((r.dir / ".owner").read_text())
+    (r.dir / "control" / "1-garbage.request").write_bytes(b"\x00{ not json")
+    os.kill(pid, signal.SIGUSR1)
+    r.until("the garbage answered", (r.dir / "control" / "1-garbage.answer").exists)
+    answer = json.loads((r.dir / "control" / "1-garbage.answer").read_text())
+    assert answer["ok"] is False and answer["message"].startswith("malformed request:")
+    user = cli("approve", str(r.dir), "sign-off", "--input", "channel=newsletter",
+               "-m", "ship it")
+    assert user.returncode == 0, user.stderr
+    assert user.stdout.startswith("stage sign-off approved by ")
+    approver = user.stdout.strip().removeprefix("stage sign-off approved by ")
+    again = cli("approve", str(r.dir), "sign-off")
+    assert again.returncode == 1
+    assert again.stderr == ("stagecoach approve: stage sign-off is not waiting for approval "
+                            f"(it is Succeeded; decided by {approver})\n")
+    rej = cli("reject", str(r.dir), "review", "-m", "not convinced")
+    assert rej.returncode == 0 and rej.stdout == f"stage review rejected by {approver}\n"
+    assert r.finish() == 0, r.out + r.err
+    stages = r.stages()
+    assert (stages["review"]["phase"], stages["review"]["reason"]) == ("Failed", "Rejected")
+    assert stages["sign-off"]["outputRef"] == "outputs/sign-off/1.json"
+    decision = json.loads((r.dir / "outputs/sign-off/1.json").read_text())["value"]
+    assert decision["approver"] == approver and decision["message"] == "ship it"
+    assert decision["inputs"] == {"channel": "newsletter"}
+    published = json.loads((r.dir / "outputs/publish/1.json").read_text())["value"]
+    assert published == {"channel": "newsletter", "review": None}
+    assert f"stagecoach approve {r.dir} sign-off [--input channel=blog|newsletter]" in r.out
+    assert "sign-off: approved by " in r.out and "review: rejected by " in r.out
+    decided = [e for e in r.events() if e["type"] == "ApprovalDecided"]
+    assert [(e["stage"], e["data"]["decision"]) for e in decided] == [
+        ("sign-off", "Approve"), ("review", "Reject")]
+    trace = cli("trace", str(r.dir)).stdout
+    assert "approved by " in trace and "StageSucceeded without StageStarted" not in trace
+    late = cli("approve", str(r.dir), "sign-off")
+    assert late.returncode == 1 and "no running `stagecoach run` owns" in late.stderr
+
+
+def test_auto_approve_decides_every_gate_with_the_defaults(tmp_path: Path) -> None:
+    spec = {"stages": [
+        {"name": "gate", "approval": {"message": "go?", "inputs": [
+            {"name": "channel", "enum": ["blog", "newsletter"], "default": "blog"}]}},
+        stage("after", "out(inp['stages']['gate']['output'])", dependsOn=["gate"])]}
+    proc = cli("run", str(manifest(tmp_path, spec)), "--store", str(tmp_path / "runs"),
+               "--auto-approve")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    d = next((tmp_path / "runs").iterdir())
+    out = json.loads((d / "outputs/after/1.json").read_text())["value"]
+    assert (out["approved"], out["approver"], out["inputs"]) == (
+        True, "auto-approve", {"channel": "blog"})
+
+
+def test_verbs_on_what_is_not_a_live_run_are_refused(tmp_path: Path) -> None:
+    nothing = cli("suspend", str(tmp_path))
+    assert nothing.returncode == 1
+    assert nothing.stderr == (f"stagecoach suspend: {tmp_path}: not a run directory (no "
+                              "status.json or pipeline.yaml)\n")
