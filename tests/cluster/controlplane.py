@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .audit import POLICY as AUDIT_POLICY
+from .audit import AuditLog
 from .kubeapi import ApiError, KubeAPI, write_kubeconfig
 from .pki import TestPKI
 
@@ -150,6 +152,8 @@ class ControlPlane:
     kubeconfig: Path = field(init=False)
     server: str = field(init=False)
     kubelet_port: int = field(init=False)
+    audit_log: AuditLog = field(init=False)
+    """Every API request but the control plane's own (see :mod:`tests.cluster.audit`)."""
     _own_workdir: bool = field(init=False, default=False)
 
     # ------------------------------------------------------------------ lifecycle
@@ -249,6 +253,9 @@ class ControlPlane:
         )
 
         # kube-apiserver ---------------------------------------------------------
+        audit_policy = self.workdir / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
+        self.audit_log = AuditLog(self.workdir / "audit.log")
         self._spawn(
             "kube-apiserver",
             [
@@ -283,6 +290,11 @@ class ControlPlane:
                 f"--proxy-client-cert-file={front_client.cert}",
                 f"--proxy-client-key-file={front_client.key}",
                 "--profiling=false",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log.path}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",
+                "--audit-log-mode=blocking",
                 "--v=1",
             ],
         )

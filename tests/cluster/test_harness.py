@@ -469,3 +469,23 @@ def test_teardown_leaves_nothing_running(tmp_path: Path) -> None:
         except ProcessLookupError:
             continue
         raise AssertionError(f"process group {pid} still has members")
+
+
+def test_audit_log_counts_requests_per_user_verb_and_resource(
+        kube_cluster: ControlPlane, kube_namespace: str) -> None:
+    log = kube_cluster.audit_log
+    mark = log.mark()
+    for i in range(3):
+        apply(kube_cluster, kube_namespace, {"apiVersion": "v1", "kind": "ConfigMap",
+                                             "metadata": {"name": f"audit-{i}"}})
+    get(kube_cluster, kube_namespace, "configmap", "audit-0")
+    deadline = time.monotonic() + 10
+    counts = log.count(since=mark, user="stagecoach-admin")
+    while counts[("get", "configmaps")] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counts = log.count(since=mark, user="stagecoach-admin")
+    # kubectl apply: a GET (not found) and a CREATE per object, then our GET
+    assert counts[("create", "configmaps")] == 3
+    assert counts[("get", "configmaps")] >= 4
+    assert not [r for r in log.requests(since=mark) if r.user.startswith("system:node")]
+    assert "total" in log.table(counts)
