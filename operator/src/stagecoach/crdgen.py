@@ -67,8 +67,13 @@ def structural(node: Any) -> Any:
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if node.get("x-kubernetes-preserve-unknown-fields"):
+        # An object stays typed: CEL rules can then compare it (spec.params'
+        # immutability); an untyped field is invisible to CEL and the API server
+        # refuses the CRD. Anything else (a value of any type) stays untyped.
+        keep = ("type", "nullable") if node.get("type") == "object" else ()
         for k in ("type", "additionalProperties", "properties", "nullable"):
-            node.pop(k, None)
+            if k not in keep:
+                node.pop(k, None)
         return node
     if node.get("type") == "object" and "properties" not in node:
         ap = node.get("additionalProperties")
