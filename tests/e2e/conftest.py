@@ -58,6 +58,8 @@ def crds(kube_cluster: ControlPlane) -> ControlPlane:
     for name in ("agentpipelines", "agentpipelinetemplates", "modelproviders"):
         kube_cluster.kubectl("wait", "--for=condition=established", "--timeout=60s",
                              f"crd/{name}.stagecoach.dev")
+    kube_cluster.kubectl("wait", "--for=condition=established", "--timeout=60s",
+                         "crd/stageapprovals.stagecoach.dev")  # the operator watches them
     return kube_cluster
 
 
