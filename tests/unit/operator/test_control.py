@@ -110,7 +110,7 @@ def approval(name: str, stage: str, decision: str = "Approve", pipe: str = "p",
 
 def submit(kube: FakeKube, rec: Reconciler, body: dict[str, Any]) -> None:
     kube.approvals[(NS, body["metadata"]["name"])] = body
-    assert rec.approvals.observe("ADDED", body) == (NS, body["spec"]["pipeline"])
+    assert rec.desk.approvals.observe("ADDED", body) == (NS, body["spec"]["pipeline"])
 
 
 # -- suspend, stop, terminate ----------------------------------------------------------
@@ -192,7 +192,7 @@ async def test_approve_applies_once_and_answers_in_status() -> None:
     answer = kube.approvals[(NS, "ok")]["status"]
     assert (answer["phase"], answer["reason"]) == ("Accepted", "Approved")
     assert answer["decidedAt"] == "2026-01-01T00:00:02.000Z"
-    assert "alice" in answer["message"] and rec.approvals.waiting() == 0
+    assert "alice" in answer["message"] and rec.desk.approvals.waiting() == 0
     assert stage(kube, "gate")["phase"] == "Succeeded"
     assert kube.job_creates[-1] == "p-c-1-1"
     env = {e["name"]: e.get("value") for e in
@@ -208,7 +208,7 @@ async def test_approve_applies_once_and_answers_in_status() -> None:
     assert any(r == "ApprovalDecided" and "alice" in m and "channel=news" in m
                for _, r, m in kube.events)
     # The same object again (a replayed watch event): answered, never applied twice.
-    assert rec.approvals.observe("MODIFIED", approval("ok", "gate")) is None
+    assert rec.desk.approvals.observe("MODIFIED", approval("ok", "gate")) is None
 
 
 async def test_refusals_say_why_and_change_nothing() -> None:
@@ -269,7 +269,7 @@ async def test_approvals_for_missing_and_finished_pipelines_are_refused() -> Non
     assert status(kube)["phase"] == "Succeeded"
     submit(kube, rec, approval("late", "b"))
     fresh = Reconciler(kube, ProviderSlots(), clock=clock)  # type: ignore[arg-type]
-    fresh.approvals = rec.approvals
+    fresh.desk.approvals = rec.desk.approvals
     await fresh.reconcile(NS, "p")  # a restarted operator: the pipeline is not loaded
     late = kube.approvals[(NS, "late")]["status"]
     assert (late["phase"], late["reason"]) == ("Refused", "PipelineFinished")
@@ -379,7 +379,7 @@ async def test_resume_from_a_running_pipeline_waits_for_it() -> None:
     fail(kube, "old-b-1-1")
     clock.advance(1)
     await rec.reconcile(NS, "old")
-    assert rec.source_changed((NS, "old")) == {(NS, "new")}
+    assert rec.desk.source_changed((NS, "old")) == {(NS, "new")}
     await rec.reconcile(NS, "new")
     assert stage(kube, "a", "new")["reason"] == "Reused"
     assert kube.job_creates[-1] == "new-b-1-1"

@@ -142,11 +142,13 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
             return
         key = (namespace, name)
         if type == "DELETED" or (body.get("status") or {}).get("phase") in FINISHED:
-            for waiter in memo.reconciler.source_changed(key):
+            for waiter in memo.reconciler.desk.source_changed(key):
                 memo.runtime.trigger(waiter)
         if type == "DELETED":
             memo.runtime.forget(key)
             memo.reconciler.forget(key)
+            if memo.reconciler.desk.approvals.pending(key):
+                memo.runtime.trigger(key)  # refuses them: the pipeline is gone
             return
         if meta.get("resourceVersion") == memo.reconciler.own_versions.get(key):
             return  # the echo of our own status patch
@@ -176,7 +178,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
     async def approval_event(type: str, event: kopf.RawEvent, **_: Any) -> None:
         if memo.runtime is None or memo.reconciler is None:
             return
-        key = memo.reconciler.approvals.observe(type, dict(event["object"]))
+        key = memo.reconciler.desk.approvals.observe(type, dict(event["object"]))
         if key is not None:
             memo.runtime.trigger(key)
 

@@ -5,11 +5,14 @@ else a fresh start: resolve and validate, ``Invalid`` without any Job on a probl
 the providers, the pipeline's Jobs (and, for finished ones, their pods). Facts become
 :class:`~stagecoach.engine.AttemptOutcome` values: a finished Job's result
 (:mod:`.outcomes`), a Running attempt whose created Job is gone (``Error``, "Job
-deleted"). Decide: ``engine.step`` with the provider slots :mod:`.slots` grants. Apply,
+deleted"), the run-control fields of the live spec and the unanswered StageApprovals
+(:mod:`.approvals`; a ``resumeFrom`` start gathers the earlier run, :mod:`.resume`).
+Decide: ``engine.step`` with the provider slots :mod:`.slots` grants. Apply,
 in crash-safe order: append the trace (at least once: a crash before the state is saved
 repeats events, never loses them), persist the record *before* creating Jobs, create Jobs
 (AlreadyExists = adopt), delete stopped Jobs, then concurrently persist the names of
-the created Jobs, post Events and patch status (only when it changed); finally ask for
+the created Jobs, post Events and patch status (only when it changed); the approvals
+are answered right after the state write (:mod:`.desk`); finally ask for
 a wake-up at the plan's ``wake_at``. All API calls go through :class:`~.kube.Kube`; all decisions
 stay in the engine. The caller (:mod:`.runtime`) guarantees one reconcile per pipeline
 at a time.
@@ -43,7 +46,6 @@ from ..api import (
 from ..attempts import build_attempt, outcome_from_result
 from ..engine import (
     Action,
-    ApprovalVerdict,
     AttemptOutcome,
     FinishPipeline,
     Plan,
@@ -67,21 +69,12 @@ from ..store import (
     Store,
     StoreError,
     decode_output,
-    encode_output,
     open_store,
 )
 from ..store.spill import DEFAULT_SPILL_THRESHOLD
 from .admission import ProviderAdmission
-from .approvals import (
-    ApprovalIndex,
-    control_of,
-    decision_outputs,
-    finished_refusal,
-    invalid_refusals,
-    missing_refusal,
-    status_patch,
-    with_decision_refs,
-)
+from .approvals import control_of, decision_outputs, invalid_refusals, with_decision_refs
+from .desk import ControlDesk
 from .events import EVENT_TYPES, describe
 from .jobs import (
     JobOptions,
@@ -111,8 +104,6 @@ CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
 STALE_RETRY = timedelta(seconds=1)
 """How soon to try again after deleting an earlier pipeline's Job of the same name."""
-SOURCE_RECHECK = timedelta(seconds=30)
-"""Backstop for a pipeline waiting on its ``resumeFrom`` source (its events wake it)."""
 
 
 @dataclass
@@ -187,10 +178,8 @@ class Reconciler:
         self.own_versions: dict[PipelineKey, str] = {}
         """resourceVersion of our latest status patch per pipeline: the watch event it
         causes is our own echo and needs no reconcile."""
-        self.approvals = ApprovalIndex()
-        """Unanswered StageApprovals, fed by the watch (:mod:`.approvals`)."""
-        self.resume_waiters: dict[PipelineKey, set[PipelineKey]] = {}
-        """``resumeFrom`` source → the pipelines waiting for it to finish."""
+        self.desk = ControlDesk(kube, self.clock, lambda key, at: self.wake(key, at))
+        """StageApprovals and ``resumeFrom`` waits (:mod:`.desk`)."""
 
     def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
         """A ModelProvider event: read the providers again unless only status changed."""
@@ -203,6 +192,7 @@ class Reconciler:
 
     def forget(self, key: PipelineKey) -> None:
         """Drop caches for a deleted pipeline."""
+        self.desk.forget(key)
         self.runs.pop(key, None)
         self.last_status.pop(key, None)
         self.own_versions.pop(key, None)
@@ -308,7 +298,10 @@ class Reconciler:
                                    open_store=lambda old: self._store(ns, old)[0],
                                    store=self._store(ns, record)[0])
             if isinstance(outcome, ResumeWait):
-                await self._await_source(ns, body, resolved.resume_from, outcome)
+                version = await self.desk.await_source(ns, body, resolved.resume_from,
+                                                        outcome)
+                if version:
+                    self.own_versions[(ns, resolved.name)] = version
                 return None
             if isinstance(outcome, ResumeFailed):
                 await self._fail_run(ns, body, outcome.reason, outcome.message)
@@ -325,57 +318,6 @@ class Reconciler:
                      resolved.resume_from, ", ".join(a.stage or "" for a in reuse.actions
                                                      if a.stage) or "nothing")
         return run
-
-    async def _await_source(self, ns: str, body: dict[str, Any], source: str,
-                            wait: ResumeWait) -> None:
-        """Stay Pending until the ``resumeFrom`` source finishes (its events wake us)."""
-        key = (ns, body["metadata"]["name"])
-        self.resume_waiters.setdefault((ns, source), set()).add(key)
-        self.wake(key, self.clock() + SOURCE_RECHECK)
-        status = {"phase": "Pending", "reason": wait.reason, "message": wait.message,
-                  "observedGeneration": body["metadata"].get("generation")}
-        if {k: (body.get("status") or {}).get(k) for k in status} != status:
-            version = await self.kube.patch_pipeline_status(ns, key[1], status)
-            if version:
-                self.own_versions[key] = version
-            await self.kube.post_event(ns, body, "Normal", wait.reason, wait.message)
-
-    def source_changed(self, key: PipelineKey) -> set[PipelineKey]:
-        """Pipeline ``key`` finished or went: the pipelines waiting to resume from it."""
-        return self.resume_waiters.pop(key, set())
-
-    # -- StageApprovals ------------------------------------------------------------------
-    async def _refuse_idle(self, ns: str, body: dict[str, Any]) -> None:
-        """Refuse the approvals of a pipeline that is not running (finished, Invalid,
-        or waiting to start)."""
-        key = (ns, body["metadata"]["name"])
-        pending = self.approvals.pending(key)
-        if not pending:
-            return
-        live = await self.kube.get_pipeline(ns, key[1]) or body
-        status = live.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        why = None if phase in TERMINAL else (status.get("message") or "it has not started")
-        await self._answer(ns, live, finished_refusal(pending, key[1], phase, why))
-
-    async def _answer(self, ns: str, body: dict[str, Any] | None,
-                      verdicts: list[ApprovalVerdict]) -> None:
-        """Patch each StageApproval's status with its verdict (refusals also as a Warning
-        Event on the pipeline); answered ones leave the index."""
-        if not verdicts:
-            return
-        now = self.clock()
-        await asyncio.gather(*(self.kube.patch_approval_status(ns, v.name,
-                                                               status_patch(v, now))
-                               for v in verdicts))
-        for v in verdicts:
-            self.approvals.answered(ns, v.name)
-            log.info("%s/%s: StageApproval %s %s: %s", ns, (body or {}).get(
-                "metadata", {}).get("name"), v.name, v.phase, v.message)
-        if body is not None:
-            await asyncio.gather(*(self.kube.post_event(
-                ns, body, "Warning", "ApprovalRefused", f"StageApproval {v.name}: {v.message}")
-                for v in verdicts if not v.accepted))
 
     def _store(self, ns: str, record: RunRecord
                ) -> tuple[Store, StoreRef, str, str | None, ConfigMapStore | None]:
@@ -471,8 +413,7 @@ class Reconciler:
         body = await self.kube.get_pipeline(ns, name)
         if body is None:
             self.forget(key)
-            await self._answer(ns, None, missing_refusal(self.approvals.pending(key), ns,
-                                                         name))
+            await self.desk.refuse_missing(ns, name)
             return
         if (body.get("status") or {}).get("phase") in TERMINAL:
             due = expires_at(body, self.default_ttl)
@@ -488,14 +429,14 @@ class Reconciler:
         run = await self._load_run(ns, body)
         if run is None:
             self.slots.forget(key)
-            await self._refuse_idle(ns, body)
+            await self.desk.refuse_idle(ns, body)
             return
         state = run.record.state
-        pending = self.approvals.pending(key)
+        pending = self.desk.approvals.pending(key)
         if state.terminal:
             verdicts = step(run.resolved, state, self.clock(), approvals=[
                 p.decision for p in pending if p.decision]).verdicts
-            await self._answer(ns, body, [*verdicts, *invalid_refusals(pending)])
+            await self.desk.answer(ns, body, [*verdicts, *invalid_refusals(pending)])
             await self._publish(ns, body, run)
             self.slots.forget(key)
             self._release_memory(key)
@@ -547,8 +488,8 @@ class Reconciler:
         await self._flush_outbox(run)
         # The verdicts are in the saved state: answer the StageApprovals now (before a
         # terminal status is published, so a restart in between answers them the same).
-        await self._answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
-        await self._write_decisions(run)
+        await self.desk.answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
+        await self.desk.store_decisions(run.store, run.record.state, run.decisions)
         created = await self._schedule(ns, run, [*missing, *starts], providers)
         for stop in plan.stops():
             await self._stop(ns, run, stop)
@@ -776,14 +717,6 @@ class Reconciler:
         stage = run.resolved.stage(stop.stage)
         if stage.provider:
             self._release_name(ns, stage.provider, jn)
-
-    async def _write_decisions(self, run: _Run) -> None:
-        """Store the approval decisions as their stages' outputs, once per process (a
-        restart writes them again, before any downstream Job is created)."""
-        for key, value in decision_outputs(run.record.state).values():
-            if key not in run.decisions:
-                await run.store.put(key, encode_output(value, "json"))
-                run.decisions.add(key)
 
     async def _flush_outbox(self, run: _Run) -> None:
         """Append the saved step's events to the trace; the next state write drops them."""
