@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Kubectl, Operator
+from tests.e2e.conftest import (
+    RELEASE_NAMESPACE,
+    Kubectl,
+    Operator,
+    figure,
+    operator_service_account,
+)
 from tests.e2e.test_operator_resilience import stage_status
 
 pytestmark = pytest.mark.cluster
@@ -200,6 +206,8 @@ def test_terminate_deletes_running_jobs_and_skips_finally(operator: Operator,
     status = obj["status"]
     assert (status["phase"], status["reason"]) == ("Cancelled", "Terminated"), status
     assert took < 30, took  # not the 120 s the stages sleep
+    figure(f"CONTROL | shutdown: Terminate patched → phase Cancelled: {took:.2f} s "
+           "(2 running Jobs deleted)")
     deadline = time.monotonic() + 30
     while jobs(kubectl, "term") and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -247,9 +255,13 @@ def test_approve_with_inputs_reaches_the_next_stage(operator: Operator,
     refused = answer(kubectl, "wrong-stage", operator)
     assert (refused["phase"], refused["reason"]) == ("Refused", "NotAnApprovalStage"), refused
     assert stage_status(kubectl.get("agentpipeline", "ship"), "gate")["phase"] == "Waiting"
+    audit = kubectl.cluster.audit_log
+    mark = audit.mark()
+    asked = time.monotonic()
     approve(kubectl, "go", "ship", "gate", inputs={"channel": "newsletter"},
             message="looks good")
     accepted = answer(kubectl, "go", operator)
+    answered_in = time.monotonic() - asked
     assert (accepted["phase"], accepted["reason"]) == ("Accepted", "Approved"), accepted
     assert me in accepted["message"] and accepted["decidedAt"]
     obj = kubectl.wait_phase("ship", DONE, operator=operator)
@@ -262,6 +274,14 @@ def test_approve_with_inputs_reaches_the_next_stage(operator: Operator,
     decided = [e for e in trace(kubectl, "ship") if e["type"] == "ApprovalDecided"]
     assert [(e["data"]["approver"], e["data"]["approval"]) for e in decided] == [(me, "go")]
     assert any(r == "ApprovalDecided" and me in m for r, m in events(kubectl, "ship"))
+    # The approvals come from the watch: a reconcile lists none and reads none.
+    counts = audit.count(since=mark, user=f"system:serviceaccount:{RELEASE_NAMESPACE}:"
+                         f"{operator_service_account()}")
+    on_approvals = {k: n for k, n in counts.items() if "stageapprovals" in k[1]}
+    assert on_approvals == {("patch", "stagecoach.dev/stageapprovals/status"): 1}, counts
+    figure(f"CONTROL | StageApproval created → status Accepted: {answered_in:.2f} s; operator "
+           f"requests from then to Succeeded: {sum(counts.values())} "
+           f"({', '.join(f'{v} {r}: {n}' for (v, r), n in sorted(counts.items()))})")
     approve(kubectl, "again", "ship", "gate")  # decided already, and the run finished
     again = answer(kubectl, "again", operator)
     assert again["phase"] == "Refused" and "already finished" in again["message"], again
@@ -345,3 +365,34 @@ def test_resume_from_a_deleted_pipeline_says_so(operator: Operator, kubectl: Kub
     assert "spec.resumeFrom.name: pipeline vanished not found" in status["message"]
     assert jobs(kubectl, "orphan") == []
     assert any(r == "ResumeSourceNotFound" for r, _ in events(kubectl, "orphan"))
+
+
+def test_resume_from_a_running_pipeline_waits_for_it(operator: Operator,
+                                                     kubectl: Kubectl) -> None:
+    """``stagecoach terminate OLD && stagecoach retry OLD`` has no race: the retry waits
+    until OLD finished, woken by OLD's own watch event."""
+    stages = [py("s0", SLEEP.format(sleep=0)), py("s1", SLEEP.format(sleep=120),
+                                                  dependsOn=["s0"])]
+    kubectl.apply(pipeline("busy", stages))
+    wait_stage(kubectl, "busy", "s1", "Running", operator)
+    kubectl.apply(pipeline("busy-r1", stages, resumeFrom={"name": "busy"}))
+    waiting = kubectl.wait_for(("agentpipeline", "busy-r1"),
+                               lambda o: (o.get("status") or {}).get("reason")
+                               == "WaitingForResumeSource", timeout=30, operator=operator)
+    assert waiting["status"]["phase"] == "Pending"
+    assert "waiting for pipeline busy to finish (it is Running)" in waiting["status"]["message"]
+    assert jobs(kubectl, "busy-r1") == []
+    stopped = time.monotonic()
+    patch(kubectl, "busy", {"shutdown": "Terminate"})
+    obj = kubectl.wait_for(("agentpipeline", "busy-r1"),
+                           lambda o: bool(o.get("status", {}).get("stages"))
+                           and stage_status(o, "s1")["phase"] == "Running",
+                           timeout=30, operator=operator)
+    took = time.monotonic() - stopped
+    figure(f"CONTROL | resumeFrom a running pipeline: OLD terminated → new run's first Job "
+           f"in {took:.2f} s (woken by OLD's watch event)")
+    assert took < 10, took  # the watch, not the 30 s backstop timer
+    assert stage_status(obj, "s0")["reason"] == "Reused"
+    assert jobs(kubectl, "busy-r1") == ["busy-r1-s1-1-1"]
+    patch(kubectl, "busy-r1", {"shutdown": "Terminate"})
+    kubectl.wait_phase("busy-r1", DONE, operator=operator)

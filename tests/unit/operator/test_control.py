@@ -393,3 +393,56 @@ async def test_a_reused_output_gone_from_the_source_runs_again() -> None:
     await rec.reconcile(NS, "new")
     assert kube.job_creates[-1] == "new-a-1-1"
     assert stage(kube, "a", "new")["phase"] == "Running"
+
+
+async def test_a_changed_stage_and_what_depends_on_it_run_again() -> None:
+    kube, rec, clock = setup(pipeline("old"))
+    await rec.reconcile(NS, "old")
+    await succeed(kube, "old-a-1-1", "a", {"n": 1}, pipeline="old")
+    clock.advance(1)
+    await rec.reconcile(NS, "old")
+    await succeed(kube, "old-b-1-1", "b", {"n": 2}, pipeline="old")
+    clock.advance(1)
+    await rec.reconcile(NS, "old")
+    assert status(kube, "old")["phase"] == "Succeeded"
+    new = pipeline("new", resumeFrom={"name": "old"})
+    new["spec"]["stages"][0]["agent"]["prompt"] = "a, but better"
+    kube.pipelines[(NS, "new")] = new
+    await rec.reconcile(NS, "new")
+    assert kube.job_creates[-1] == "new-a-1-1"
+    decided = next(e for e in trace(kube, "new") if e["type"] == "ResumeDecided")
+    assert decided["data"]["reused"] == []
+    assert decided["data"]["rerun"] == {"a": "its resolved spec changed",
+                                        "b": "it depends on a, which runs again"}
+
+
+async def test_resume_from_copies_between_buckets() -> None:
+    from obstore.store import MemoryStore
+    from stagecoach.api import StoreRef
+    from stagecoach.store import S3Store
+
+    memory = MemoryStore()
+
+    def factory(ref: StoreRef) -> S3Store:
+        return S3Store(ref.bucket or "", prefix=ref.prefix, object_store=memory)
+
+    storage = {"type": "s3", "s3": {"bucket": "runs", "prefix": "sc"}}
+    kube, rec, clock = setup(pipeline("old", storage=storage))
+    rec.store_factory = factory
+    await rec.reconcile(NS, "old")
+    old_store = factory(StoreRef(type="s3", bucket="runs", prefix="sc/ns/old/uid-old"))
+    await old_store.put("outputs/a/1.json", encode_output({"n": 7}, "json"))
+    done = AttemptResult(phase="Succeeded", output_ref="outputs/a/1.json")
+    kube.finish_job(NS, "old-a-1-1", termination=done.to_termination_message())
+    clock.advance(1)
+    await rec.reconcile(NS, "old")
+    fail(kube, "old-b-1-1")
+    clock.advance(1)
+    await rec.reconcile(NS, "old")
+    kube.pipelines[(NS, "new")] = pipeline("new", resumeFrom={"name": "old"}, storage=storage)
+    await rec.reconcile(NS, "new")
+    assert stage(kube, "a", "new")["reason"] == "Reused"
+    assert stage(kube, "a", "new")["outputRef"] == "s3://runs/sc/ns/new/uid-new/outputs/a/1.json"
+    new_store = factory(StoreRef(type="s3", bucket="runs", prefix="sc/ns/new/uid-new"))
+    assert decode_output(await new_store.get("outputs/a/1.json")).value == {"n": 7}
+    assert kube.job_creates[-1] == "new-b-1-1"
