@@ -297,3 +297,126 @@ def test_verbs_on_what_is_not_a_live_run_are_refused(tmp_path: Path) -> None:
     assert nothing.returncode == 1
     assert nothing.stderr == (f"stagecoach suspend: {tmp_path}: not a run directory (no "
                               "status.json or pipeline.yaml)\n")
+
+
+def _tree(d: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def _resume_manifest(tmp: Path, build_note: str = "") -> Path:
+    """plan (model) → each (forEach, run) → build (run; fails until ``flag`` exists) → ship
+    (model); ``build_note`` changes build's resolved spec."""
+    flag = tmp / "flag"
+    docs = [
+        {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
+         "metadata": {"name": "replay"},
+         "spec": {"type": "replay", "cassette": {"path": "cassette.yaml"}}},
+        {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "AgentPipeline",
+         "metadata": {"name": "res"},
+         "spec": {"defaults": {"provider": "replay", "retry": {"limit": 0}}, "stages": [
+             {"name": "plan", "agent": {"prompt": "plan", "output": {"format": "json"}}},
+             stage("each", "out(inp['item'] * 2)", dependsOn=["plan"],
+                   forEach="stages.plan.output.xs"),
+             stage("build", f"# {build_note}\n"
+                            f"assert pathlib.Path({str(flag)!r}).exists(), 'no flag'\n"
+                            "out({'built': inp['stages']['each']['output']})",
+                   dependsOn=["each"]),
+             {"name": "ship", "dependsOn": ["build"],
+              "agent": {"prompt": "ship {{ stages.build.output.built | tojson }}"}}]}}]
+    path = tmp / "res.yaml"
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return path
+
+
+def _cassette(tmp: Path, *stages: str) -> None:
+    answers = {"plan": '{"xs": [1, 2]}', "ship": "shipped"}
+    (tmp / "cassette.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "stagecoach.dev/v1alpha1", "kind": "Cassette",
+        "entries": [{"stage": s, "response": {"content": answers[s],
+                                              "usage": {"input": 3, "output": 2}}}
+                    for s in stages]}))
+
+
+def _run_dir(proc: subprocess.CompletedProcess[str]) -> Path:
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("run directory: "))
+    return Path(line.removeprefix("run directory: "))
+
+
+def test_resume_reuses_what_succeeded_and_reruns_what_changed(tmp_path: Path) -> None:
+    store = tmp_path / "runs"
+    path = _resume_manifest(tmp_path)
+    _cassette(tmp_path, "plan")
+    first = cli("run", str(path), "--store", str(store))
+    assert first.returncode == 1, first.stdout + first.stderr
+    old = _run_dir(first)
+    assert (old / "state.json").is_file()
+    before = _tree(old)
+
+    # the cassette has no answer for plan now: had plan called the model, it would fail
+    (tmp_path / "flag").touch()
+    _cassette(tmp_path, "ship")
+    second = cli("run", str(path), "--store", str(store), "--resume", str(old))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resuming from {old} (res, ended Failed)" in second.stdout
+    assert "  reused: plan, each\n" in second.stdout
+    assert "  runs again: build: it was Failed there\n" in second.stdout
+    assert "  runs again: ship: it was Skipped there\n" in second.stdout
+    new = _run_dir(second)
+    assert _tree(old) == before  # the earlier run is never changed
+    stages = {s["name"]: s for s in json.loads((new / "status.json").read_text())["stages"]}
+    assert stages["plan"]["reason"] == "Reused" and stages["plan"]["phase"] == "Succeeded"
+    assert stages["each"]["reason"] == "Reused"
+    assert stages["plan"]["tokens"] == {"input": 0, "output": 0}
+    events = [json.loads(ln) for ln in (new / "trace.jsonl").read_text().splitlines()]
+    started = {e["stage"] for e in events if e["type"] == "StageStarted"}
+    assert started == {"build", "ship"}  # no attempt (no model call) for the reused ones
+    reused = {e["stage"]: e["data"] for e in events if e["type"] == "StageReused"}
+    assert set(reused) == {"plan", "each"} and reused["plan"]["source"] == old.name
+    assert reused["each"]["instances"] == 2
+    for key in ("outputs/plan/1.json", "outputs/each/1-0.json", "outputs/each/1-1.json"):
+        assert (new / key).read_bytes() == (old / key).read_bytes()
+    built = json.loads((new / "outputs/build/1.json").read_text())["value"]
+    assert built == {"built": [2, 4]}
+    assert "reused from " + old.name in cli("trace", str(new)).stdout
+
+    # a changed stage runs again, and so does everything downstream of it
+    before_new = _tree(new)
+    _cassette(tmp_path, "ship")
+    changed = _resume_manifest(tmp_path, build_note="v2")
+    third = cli("run", str(changed), "--store", str(store), "--resume", str(new))
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "  reused: plan, each\n" in third.stdout
+    assert "  runs again: build: its resolved spec changed\n" in third.stdout
+    assert "  runs again: ship: it depends on build, which runs again\n" in third.stdout
+    assert _tree(new) == before_new
+    latest = _run_dir(third)
+    events = [json.loads(ln) for ln in (latest / "trace.jsonl").read_text().splitlines()]
+    assert {e["stage"] for e in events if e["type"] == "StageStarted"} == {"build", "ship"}
+    # the source of a reuse is the run named, not the one that first produced the output
+    assert {e["data"]["source"] for e in events if e["type"] == "StageReused"} == {new.name}
+
+
+def test_resume_refuses_what_it_cannot_resume_from(tmp_path: Path) -> None:
+    path = _resume_manifest(tmp_path)
+    _cassette(tmp_path, "plan")
+    store = tmp_path / "runs"
+    missing = cli("run", str(path), "--store", str(store), "--resume", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert missing.stderr == f"stagecoach run: --resume: {tmp_path / 'nope'}: not a run " \
+                             "directory\n"
+    old = tmp_path / "old-run"
+    old.mkdir()
+    (old / "status.json").write_text('{"phase": "Failed"}')
+    stateless = cli("run", str(path), "--store", str(store), "--resume", str(old))
+    assert stateless.returncode == 1
+    assert stateless.stderr.startswith(f"stagecoach run: --resume: {old} has no state.json: ")
+    (old / "state.json").write_text('{"version": 1, "state": [1, 2]}')
+    garbage = cli("run", str(path), "--store", str(store), "--resume", str(old))
+    assert garbage.returncode == 1
+    assert garbage.stderr.startswith(f"stagecoach run: --resume: {old / 'state.json'}: cannot "
+                                     "be read")
+    assert "Traceback" not in missing.stderr + stateless.stderr + garbage.stderr
+    assert not store.exists()  # refused before a run directory was made

@@ -91,11 +91,14 @@ def _stage_doc(s: ResolvedStage) -> dict[str, Any]:
         doc["agent"] = s.agent.dump()
     if s.run:
         doc["run"] = s.run.dump()
+    if s.approval:
+        doc["approval"] = s.approval.dump()
     if s.routes:
         doc["routes"] = [r.dump() for r in s.routes]
-    doc["retry"] = s.retry.dump()
-    if s.timeout:
-        doc["timeout"] = format_duration(s.timeout)
+    if not s.approval:  # a gate takes no retry or timeout (approval.timeout bounds it)
+        doc["retry"] = s.retry.dump()
+        if s.timeout:
+            doc["timeout"] = format_duration(s.timeout)
     if not s.is_finally:
         doc["onFailure"] = s.on_failure
     return doc
