@@ -305,8 +305,24 @@ def _namespace(namespace: str | None, kubeconfig: str | None) -> str:
         return "default"
 
 
+def _missing_kubeconfig(kubeconfig: str | None) -> str | None:
+    """Why there is no kubeconfig to load (None: there is one, or we run in a pod)."""
+    env = os.environ.get("KUBECONFIG")
+    if kubeconfig is None and env is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    paths = [kubeconfig] if kubeconfig else [p for p in (env or "~/.kube/config")
+                                             .split(os.pathsep) if p]
+    if any(os.path.exists(os.path.expanduser(p)) for p in paths):
+        return None
+    return (f"no cluster to ask: no kubeconfig at {', '.join(paths)} (give --kubeconfig or "
+            "set $KUBECONFIG)")
+
+
 def _run(kubeconfig: str | None, namespace: str | None,
          work: Callable[[_Api], Awaitable[T]]) -> T:
+    if missing := _missing_kubeconfig(kubeconfig):
+        raise ControlError(missing)
+
     async def main() -> T:
         try:
             rest = await RestClient.connect(kubeconfig)
