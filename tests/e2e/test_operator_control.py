@@ -300,6 +300,10 @@ def test_reject_with_on_failure_continue(operator: Operator, kubectl: Kubectl) -
     assert (rejected["phase"], rejected["reason"]) == ("Failed", "Rejected"), rejected
     assert "not this week" in rejected["message"]
     assert output(kubectl, "veto", "c") == {"seen": None}
+    approve(kubectl, "for-nobody", "no-such-pipeline", "gate")
+    lost = answer(kubectl, "for-nobody", operator)
+    assert (lost["phase"], lost["reason"]) == ("Refused", "PipelineNotFound"), lost
+    assert "there is no pipeline no-such-pipeline in namespace" in lost["message"]
 
 
 def test_approval_timeout_across_an_operator_restart(operator: Operator,
