@@ -420,3 +420,126 @@ def test_resume_refuses_what_it_cannot_resume_from(tmp_path: Path) -> None:
                                      "be read")
     assert "Traceback" not in missing.stderr + stateless.stderr + garbage.stderr
     assert not store.exists()  # refused before a run directory was made
+
+
+class Pty:
+    """``stagecoach run`` on a pseudo-terminal: the rich display and the approval prompt."""
+
+    def __init__(self, *args: str) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 140, 0, 0))
+        self.proc = subprocess.Popen([*STAGECOACH, *args], stdin=slave, stdout=slave,
+                                     stderr=slave, close_fds=True,
+                                     env={**os.environ, "TERM": "xterm"})
+        os.close(slave)
+        self.seen = ""
+
+    def expect(self, text: str, timeout: float = 60) -> None:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"{text!r} never appeared; the terminal shows:\n"
+                                     f"{self.seen[-3000:]}")
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the child closed the terminal
+                    if self.proc.poll() is not None and text not in self.seen:
+                        raise AssertionError(f"{text!r} never appeared; the run ended:\n"
+                                             f"{self.seen[-3000:]}") from None
+
+    def send(self, line: str) -> None:
+        os.write(self.master, line.encode() + b"\r")
+
+    def finish(self, timeout: float = 60) -> int:
+        with_rest = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < with_rest:
+            time.sleep(0.05)
+            self._drain()
+        self._drain()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        os.close(self.master)
+        return self.proc.wait()
+
+    def _drain(self) -> None:
+        import select
+
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.seen += chunk.decode(errors="replace")
+
+
+def _gate_pipeline(tmp_path: Path) -> Path:
+    return manifest(tmp_path, {"stages": [
+        {"name": "gate", "approval": {"message": "Ship it?", "inputs": [
+            {"name": "channel", "enum": ["blog", "newsletter"], "default": "blog"}]}},
+        stage("after", "out(inp['stages']['gate']['output'])", dependsOn=["gate"])]})
+
+
+def test_on_a_terminal_the_run_asks_and_the_answer_decides(tmp_path: Path) -> None:
+    import getpass
+
+    t = Pty("run", str(_gate_pipeline(tmp_path)), "--store", str(tmp_path / "runs"))
+    try:
+        t.expect("Approve? [y/N]")
+        assert "gate awaits approval: Ship it?" in t.seen
+        t.send("y")
+        t.expect("channel [blog|newsletter] (default blog): ")
+        t.send("radio")
+        t.expect("channel must be one of blog, newsletter")
+        t.send("newsletter")
+        t.expect("Note (optional): ")
+        t.send("typed on the terminal")
+        t.expect("Result: Succeeded")
+    finally:
+        code = t.finish()
+    assert code == 0, t.seen[-3000:]
+    d = next((tmp_path / "runs").iterdir())
+    out = json.loads((d / "outputs/after/1.json").read_text())["value"]
+    assert (out["approver"], out["inputs"], out["message"]) == (
+        getpass.getuser(), {"channel": "newsletter"}, "typed on the terminal")
+
+
+def test_the_prompt_gives_way_to_a_decision_made_elsewhere(tmp_path: Path) -> None:
+    t = Pty("run", str(_gate_pipeline(tmp_path)), "--store", str(tmp_path / "runs"))
+    try:
+        t.expect("Approve? [y/N]")
+        d = next((tmp_path / "runs").iterdir())
+        rejected = cli("reject", str(d), "gate", "-m", "from another terminal")
+        assert rejected.returncode == 0, rejected.stderr
+        t.expect("no longer waiting: gate was decided elsewhere")
+        t.expect("Result: Failed")
+    finally:
+        code = t.finish()
+    assert code == 1, t.seen[-3000:]
+    status = json.loads((d / "status.json").read_text())
+    assert {s["name"]: s["reason"] for s in status["stages"]}["gate"] == "Rejected"
+
+
+def test_sigterm_terminates_like_the_verb(tmp_path: Path, runs: list[LocalRun]) -> None:
+    spec = {"stages": [stage("a", "time.sleep(120)\nout({})")],
+            "finally": [stage("notify", "out({})")]}
+    r = start(runs, manifest(tmp_path, spec), tmp_path / "runs")
+    r.phase_of("a", "Running")
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.finish() == 130, r.out + r.err
+    status = r.status()
+    assert (status["phase"], status["reason"]) == ("Cancelled", "Terminated")
+    assert {s["name"]: s["phase"] for s in status["stages"]} == {"a": "Failed",
+                                                                 "notify": "Skipped"}
+    assert "terminate requested by SIGTERM" in r.out

@@ -234,10 +234,11 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
             print(f"stagecoach run: --resume: cannot copy the reused outputs from "
                   f"{prior.path}: {e}", file=sys.stderr)
             return 1
+    terminal = sys.stdout  # before rich's live display redirects sys.stdout (markup!)
     progress = make_progress(run_dir=str(run_dir.path))
     approver = None
-    if not auto_approve and sys.stdin.isatty() and sys.stdout.isatty():
-        approver = TerminalApprover(sys.stdin, sys.stdout, local_user(), progress,
+    if not auto_approve and sys.stdin.isatty() and terminal.isatty():
+        approver = TerminalApprover(sys.stdin, terminal, local_user(), progress,
                                     str(run_dir.path))
     try:
         async with ProviderPool(recorder=recorder, base_dir=base_dir) as pool:
