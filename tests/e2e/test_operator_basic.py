@@ -73,11 +73,25 @@ def research_docs() -> list[dict[str, object]]:
 def test_research_example_loops_retries_and_succeeds(operator: Operator,
                                                      kubectl: Kubectl) -> None:
     kubectl.apply(*research_docs())
+    waiting = kubectl.wait_for(
+        ("agentpipeline", "battery-report"),
+        lambda o: any(s["name"] == "sign-off" and s["phase"] == "Waiting"
+                      for s in (o.get("status") or {}).get("stages", [])),
+        timeout=150, operator=operator)
+    gate = next(s for s in waiting["status"]["stages"] if s["name"] == "sign-off")
+    assert gate["reason"] == "AwaitingApproval" and "QA score" in gate["message"]
+    user = json.loads(kubectl("auth", "whoami", "-o", "json").stdout)
+    kubectl.apply({"apiVersion": "stagecoach.dev/v1alpha1", "kind": "StageApproval",
+                   "metadata": {"name": "battery-report-sign-off"},
+                   "spec": {"pipeline": "battery-report", "stage": "sign-off",
+                            "decision": "Approve", "inputs": {"channel": "newsletter"},
+                            "approver": user["status"]["userInfo"]["username"]}})
     obj = kubectl.wait_phase("battery-report", {"Succeeded", "Failed", "Invalid"},
                              timeout=150, operator=operator)
     status = obj["status"]
     assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
     stages = {s["name"]: s for s in status["stages"]}
+    assert stages["sign-off"]["phase"] == "Succeeded"
     assert stages["research"]["iteration"] == 2  # verify looped back once
     assert stages["scrape"]["instances"]["total"] == 3
     assert stages["publish"]["phase"] == "Succeeded"
@@ -102,7 +116,9 @@ def test_spec_is_immutable_after_creation(crds: object, kubectl: Kubectl) -> Non
     kubectl.apply(pipeline)
     res = kubectl("patch", "agentpipeline", "hello", "--type", "merge", "-p",
                   '{"spec": {"params": {"who": "mars"}}}', check=False)
-    assert res.returncode != 0 and "spec is immutable" in res.stderr
+    assert res.returncode != 0 and "spec.params is immutable" in res.stderr
+    kubectl("patch", "agentpipeline", "hello", "--type", "merge", "-p",
+            '{"spec": {"suspend": true}}')  # the run-control fields are not
     kubectl("label", "agentpipeline", "hello", "team=a")  # metadata stays editable
 
 

@@ -50,7 +50,7 @@ def test_invalid_pipeline_ends_invalid_without_jobs(operator: Operator, kubectl:
     both = {"name": "x", "agent": {"prompt": "p"},
             "run": {"image": "i", "command": ["c"]}}
     res = kubectl("apply", "-f", "-", input=json.dumps(pipeline("both", [both])), check=False)
-    assert res.returncode != 0 and "exactly one of agent or run" in res.stderr
+    assert res.returncode != 0 and "exactly one of agent, run or approval" in res.stderr
 
 
 def test_on_failure_continue_routes_around(operator: Operator, kubectl: Kubectl) -> None:
