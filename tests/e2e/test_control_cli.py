@@ -7,7 +7,8 @@ and authorised by the chart's roles bound per namespace, as an administrator wou
 * alice holds ``<release>-approver`` (approve/reject),
 * carol holds ``<release>-run-controller`` (suspend/resume/stop/terminate),
 * dave authors pipelines (run-controller plus "create agentpipelines": retry),
-* bob holds nothing in the namespace.
+* bob holds nothing in the namespace,
+* erin (one test) may create StageApprovals but not read pipelines.
 
 The chart's approval admission policy is installed with its RBAC (conftest); the test
 code itself keeps the admin kubeconfig. Each refusal must reach the user as one line on
@@ -86,6 +87,7 @@ class People:
 
     def __init__(self, cluster: ControlPlane, namespace: str, directory: Path) -> None:
         self.cluster, self.ns = cluster, namespace
+        self.dir = directory
         self.kc = {u: user_kubeconfig(cluster, directory, u)
                    for u in ("alice", "bob", "carol", "dave")}
         k = Kubectl(cluster, namespace)
@@ -100,6 +102,10 @@ class People:
                                  ("carol", "patch", "agentpipelines.stagecoach.dev"),
                                  ("dave", "create", "agentpipelines.stagecoach.dev")):
             self.wait_can(user, verb, what)
+
+    def add(self, user: str) -> None:
+        """One more user (the test binds their roles)."""
+        self.kc[user] = user_kubeconfig(self.cluster, self.dir, user)
 
     def kubectl(self, user: str, *args: str, input: str | None = None
                 ) -> subprocess.CompletedProcess[str]:
@@ -251,7 +257,7 @@ def test_nobody_approves_in_someone_elses_name(people: People, kubectl: Kubectl)
 
 def test_control_verbs_patch_the_spec_as_rbac_allows(people: People, kubectl: Kubectl) -> None:
     """Without an operator: what the verbs write, and what the API server refuses."""
-    kubectl.apply(pipeline("p", [sleeper("a", 60)]))
+    kubectl.apply(pipeline("p", [sleeper("a", 60)], params={"topic": "batteries"}))
     get = lambda: kubectl.get("agentpipeline", "p")["spec"]  # noqa: E731
 
     assert done(people.sc("carol", "suspend", "p")) == "agentpipeline/p suspended"
@@ -269,6 +275,16 @@ def test_control_verbs_patch_the_spec_as_rbac_allows(people: People, kubectl: Ku
     assert "spec.shutdown cannot be removed once set; it may only go from Stop to Terminate" in (
         msg) and 'AgentPipeline.stagecoach.dev "p" is invalid' in msg, msg
     assert get()["shutdown"] == "Terminate"
+
+    # The run-controller's "patch" reaches suspend and shutdown only: the CRD keeps the
+    # rest of the spec as it was created.
+    for field, value in (("params", {"topic": "other"}), ("stages", [sleeper("z", 1)]),
+                         ("resumeFrom", {"name": "elsewhere"})):
+        res = people.kubectl("carol", "patch", "agentpipeline", "p", "--type=merge", "-p",
+                             json.dumps({"spec": {field: value}}))
+        assert res.returncode != 0 and f"spec.{field} is immutable once the pipeline exists" in (
+            res.stderr), res.stderr
+    assert get()["stages"][0]["name"] == "a" and get()["params"] == {"topic": "batteries"}
 
     # Least privilege: an approver may not control runs, a stranger may not even look.
     kubectl.apply(pipeline("q", [sleeper("a", 60)]))
@@ -327,10 +343,11 @@ def test_approve_and_reject_as_the_authenticated_approver(people: People, operat
     for name in ("p", "r"):
         kubectl.wait_for(("agentpipeline", name), waiting, operator=operator)
 
-    # bob may not even read the pipeline; carol may read it but not decide.
-    msg = refused(people.sc("bob", "approve", "p", "sign-off"), "approve")
-    assert msg.startswith('agentpipelines.stagecoach.dev "p" is forbidden: User "bob" cannot '
-                          'get resource "agentpipelines"'), msg
+    # bob holds nothing; carol may read the pipeline but not decide.
+    msg = refused(people.sc("bob", "approve", "p", "sign-off", "--input", "ticket=1"),
+                  "approve")
+    assert msg.startswith('stageapprovals.stagecoach.dev is forbidden: User "bob" cannot '
+                          'create resource "stageapprovals"'), msg
     msg = refused(people.sc("carol", "approve", "p", "sign-off", "--input", "ticket=T-1"),
                   "approve")
     assert 'User "carol" cannot create resource "stageapprovals"' in msg, msg
@@ -365,12 +382,23 @@ def test_approve_and_reject_as_the_authenticated_approver(people: People, operat
     assert refused(people.sc("alice", "reject", "p", "sign-off"), "reject") == (
         "pipeline p already finished (Succeeded); stage sign-off is not waiting")
 
-    line = done(people.sc("alice", "reject", "r", "sign-off", "-m", "not yet"))
-    assert line.endswith("stage sign-off rejected by alice"), line
+    # erin may create StageApprovals but not read pipelines (a narrower Role than the
+    # chart's): no checks before writing, the operator alone judges.
+    kubectl("create", "role", "decide-only", "--verb=create,get",
+            "--resource=stageapprovals.stagecoach.dev")
+    kubectl("create", "rolebinding", "erin-decides", "--role=decide-only", "--user=erin")
+    people.add("erin")
+    people.wait_can("erin", "create", "stageapprovals.stagecoach.dev")
+    msg = refused(people.sc("erin", "approve", "r", "sign-off"), "approve")
+    assert " refused (InvalidInputs): stage sign-off: input 'ticket' is required" in msg, msg
+    line = done(people.sc("erin", "reject", "r", "sign-off", "-m", "not yet"))
+    assert line.endswith("stage sign-off rejected by erin"), line
     obj = kubectl.wait_phase("r", {"Succeeded", "Failed"}, operator=operator)
     gate = stage_of(obj, "sign-off")
     assert obj["status"]["phase"] == "Failed" and gate["reason"] == "Rejected", gate
-    assert "rejected by alice: not yet" in gate["message"]
+    assert "rejected by erin: not yet" in gate["message"]
+    erins = kubectl.items("stageapprovals", "-l", "stagecoach.dev/pipeline=r")
+    assert len(erins) == 2 and all("iteration" not in a["spec"] for a in erins)
 
 
 def test_an_unanswered_approval_waits_for_the_operator_and_it_is_the_judge(

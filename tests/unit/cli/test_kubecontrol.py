@@ -6,6 +6,7 @@ real control plane in tests/e2e/test_control_cli.py."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -229,3 +230,52 @@ def test_a_retry_name_stays_a_valid_object_name() -> None:
         name = kc.retry_name(base, 12)
         assert len(name) <= 253 and name.endswith("-r12")
         assert name_problem(name) is None, name
+
+
+# -- which cluster, which namespace ------------------------------------------------------------
+
+def _kubeconfig(path: Any, namespace: str | None) -> str:
+    context: dict[str, Any] = {"cluster": "c", "user": "u"}
+    if namespace:
+        context["namespace"] = namespace
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "ctx",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "ctx", "context": context}]}))
+    return str(path)
+
+
+def test_the_namespace_is_the_flag_the_env_or_the_kubeconfigs(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STAGECOACH_NAMESPACE", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    team = _kubeconfig(tmp_path / "team", "team-a")
+    plain = _kubeconfig(tmp_path / "plain", None)
+    assert kc._namespace("given", team) == "given"
+    assert kc._namespace(None, team) == "team-a"
+    assert kc._namespace(None, plain) == "default"
+    monkeypatch.setenv("KUBECONFIG", team)
+    assert kc._namespace(None, None) == "team-a"
+    monkeypatch.setenv("STAGECOACH_NAMESPACE", "from-env")
+    assert kc._namespace(None, team) == "from-env"
+    assert kc._namespace(None, str(tmp_path / "missing")) == "from-env"
+
+
+def test_a_missing_kubeconfig_is_named(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    here = _kubeconfig(tmp_path / "here", None)
+    assert kc._missing_kubeconfig(here) is None
+    assert kc._missing_kubeconfig(str(tmp_path / "gone")) == (
+        f"no cluster to ask: no kubeconfig at {tmp_path}/gone (give --kubeconfig or set "
+        "$KUBECONFIG)")
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path}/gone:{here}")  # a list: one is enough
+    assert kc._missing_kubeconfig(None) is None
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path}/gone")
+    assert kc._missing_kubeconfig(None) is not None
+    monkeypatch.delenv("KUBECONFIG")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # in a pod: its own account
+    assert kc._missing_kubeconfig(None) is None
+    assert kc._missing_kubeconfig(str(tmp_path / "gone")) is not None
+    with pytest.raises(ControlError, match="no kubeconfig at"):
+        kc.control("p", "suspend", namespace=None, kubeconfig=str(tmp_path / "gone"))
