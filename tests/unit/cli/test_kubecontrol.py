@@ -206,6 +206,13 @@ def test_the_retry_is_the_old_spec_resuming_from_it() -> None:
     assert new["spec"] == {"stages": old["spec"]["stages"], "params": {"topic": "x"},
                            "resumeFrom": {"name": "p"}}
     assert "status" not in new
+    gitops = pipeline(phase="Failed")
+    gitops["metadata"]["labels"] = {"team": "a", "app.kubernetes.io/instance": "reports",
+                                    "argocd.argoproj.io/instance": "reports",
+                                    "kustomize.toolkit.fluxcd.io/name": "apps"}
+    assert kc.retry_body(gitops, "p-r1")["metadata"]["labels"] == {"team": "a"}
+    gitops["metadata"]["labels"] = {"app.kubernetes.io/instance": "reports"}
+    assert "labels" not in kc.retry_body(gitops, "p-r1")["metadata"]
     assert old["spec"]["shutdown"] == "Terminate"  # OLD is never changed
     from stagecoach.api import AgentPipeline
 

@@ -62,6 +62,8 @@ _MERGE = "application/merge-patch+json"
 _MAX_NAME = 253
 _RETRY_TRIES = 100
 _POLL = 0.25
+_TRACKING_LABELS = ("app.kubernetes.io/instance",)
+_TRACKING_PREFIXES = ("argocd.argoproj.io/",)
 T = TypeVar("T")
 
 
@@ -226,14 +228,18 @@ def retry_name(base: str, n: int) -> str:
 
 def retry_body(old: Mapping[str, Any], new_name: str) -> dict[str, Any]:
     """The pipeline that retries ``old``: its spec without the run-control fields, plus
-    ``resumeFrom: old``; its labels, not its annotations (``kubectl apply``'s would
-    describe another object)."""
+    ``resumeFrom: old``; its labels but a GitOps tool's tracking labels (Argo CD would
+    count the retry as part of its application and prune it), not its annotations
+    (``kubectl apply``'s and Argo CD's would describe another object)."""
     spec = {k: v for k, v in (old.get("spec") or {}).items()
             if k not in ("suspend", "shutdown", "resumeFrom")}
     spec["resumeFrom"] = {"name": old["metadata"]["name"]}
     meta: dict[str, Any] = {"name": new_name}
-    if old["metadata"].get("labels"):
-        meta["labels"] = dict(old["metadata"]["labels"])
+    labels = {k: v for k, v in (old["metadata"].get("labels") or {}).items()
+              if k not in _TRACKING_LABELS and not k.startswith(_TRACKING_PREFIXES)
+              and ".fluxcd.io/" not in k}
+    if labels:
+        meta["labels"] = labels
     return {"apiVersion": API_VERSION, "kind": "AgentPipeline", "metadata": meta,
             "spec": spec}
 
