@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -547,6 +548,11 @@ def _measure(
         raise PeerBlocked(_failure(peer, api, failed[0]))
     steps = len(names) * len(DAG)
     ctl = audit.count(since=mark, user=peer.controller_user)
+    refused = Counter(
+        (r.verb, f"{r.resource} -> {r.code}")
+        for r in audit.requests(since=mark, user=peer.controller_user)
+        if r.code is not None and r.code >= 400
+    )
     pod_reqs = audit.count(since=mark, user=peer.executor_user)
     per_wf = [
         workflow_figures(submitted[n], wfs[n], [p for p in pods if p.get("workflow") == n])
@@ -562,6 +568,7 @@ def _measure(
         "failed": len(failed),
         "first_failure": _failure(peer, api, failed[0]) if failed else None,
         "requests": ctl,
+        "refused": refused,
         "pod_requests": pod_reqs,
         "requests_per_step": sum(ctl.values()) / steps,
         "pod_requests_per_step": sum(pod_reqs.values()) / steps,
@@ -665,6 +672,9 @@ def argo_figures(
         "detail.dag_requests": AuditLog.table(dag["requests"]),
         "detail.dag_pod_requests": AuditLog.table(dag["pod_requests"]),
         "detail.load_requests": AuditLog.table(batch["requests"]),
+        "detail.load_refused_requests": (
+            AuditLog.table(batch["refused"]) if batch["refused"] else None
+        ),
     }
     if verbose:
         _log(
@@ -711,6 +721,7 @@ def format_table(columns: dict[str, Figures]) -> str:
             "detail.dag_requests",
             "detail.dag_pod_requests",
             "detail.load_requests",
+            "detail.load_refused_requests",
         ):
             if cols.get(key):
                 lines.append(f"\n{name} {key[7:].replace('_', ' ')} (audit log):\n{cols[key]}")
