@@ -11,6 +11,7 @@ from typing import Any
 
 from stagecoach.engine import (
     ApprovalDecision,
+    AttemptOutcome,
     Control,
     StartAttempt,
     StopAttempt,
@@ -19,6 +20,7 @@ from stagecoach.engine import (
     dump_state,
     load_state,
     new_state,
+    observe,
     plan,
     prior_stages,
     reusable,
@@ -290,6 +292,14 @@ def test_refused_decisions_change_nothing_and_say_why() -> None:
     assert "decided by alice" in by["late"].message
     assert len(r.events("ApprovalDecided")) == 1
     assert r.state.phase == "Succeeded"
+    # two decisions judged in one pass: the second sees the first's result
+    s1 = plan(p, new_state(p), T0).state
+    s1 = observe(p, s1, AttemptOutcome("draft", 1, 1, ok=True, output="D"), at(1)).state
+    s1 = plan(p, s1, at(1)).state
+    both = plan(p, s1, at(2), approvals=[approve(name="p1"), reject(name="p2")])
+    assert [v.accepted for v in both.verdicts] == [True, False]
+    assert both.verdicts[1].message == ("stage sign-off is not waiting for approval "
+                                        "(it is Succeeded; decided by alice)")
     after = plan(p, r.state, at(100), approvals=[approve(name="post")])
     assert after.verdicts[0].reason == "PipelineFinished"
 

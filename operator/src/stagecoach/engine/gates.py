@@ -170,8 +170,9 @@ class GateSteps:
                           f"of stage {d.stage}, which is now in iteration {run.iteration}")
         inst = self.waiting_approval(run)
         if inst is None:
+            phase, why = self._why_not(run)
             return refuse("NotWaiting", f"stage {d.stage} is not waiting for approval "
-                          f"(it is {run.phase}{self._why_not(run)})")
+                          f"(it is {phase}{why})")
         inputs, problems = approval_inputs(stage.approval, d.inputs, d.decision)
         if problems:
             return refuse("InvalidInputs", f"stage {d.stage}: " + "; ".join(problems))
@@ -184,15 +185,20 @@ class GateSteps:
                                f"by {who}")
 
     @staticmethod
-    def _why_not(run: StageRun) -> str:
-        if run.phase == "Pending":
-            return ": its dependencies have not finished"
-        if run.phase in {"Succeeded", "Failed"} and run.instances:
-            decided = run.instances[0].decision
-            if decided and decided.get("approver"):
-                return f"; decided by {decided['approver']}"
-            return f": {run.reason}" if run.reason else ""
-        return ""
+    def _why_not(run: StageRun) -> tuple[str, str]:
+        """The stage's phase as a person sees it, and why that is not waiting. Read from
+        the instance: an earlier decision in this same pass already ended it."""
+        inst = run.instances[0] if run.instances else None
+        if inst is None:
+            if run.phase == "Pending":
+                return "Pending", ": its dependencies have not finished"
+            return run.phase, f": {run.reason}" if run.reason else ""
+        decided = inst.decision
+        if decided and decided.get("approver"):
+            return inst.phase, f"; decided by {decided['approver']}"
+        if decided:
+            return inst.phase, "; decided by its timeout"
+        return inst.phase, f": {inst.reason}" if inst.reason else ""
 
     def settle_approval(self, stage: ResolvedStage, run: StageRun, inst: Instance,
                         approve: bool, approver: str | None, inputs: dict[str, str],
