@@ -543,3 +543,34 @@ def test_sigterm_terminates_like_the_verb(tmp_path: Path, runs: list[LocalRun]) 
     assert {s["name"]: s["phase"] for s in status["stages"]} == {"a": "Failed",
                                                                  "notify": "Skipped"}
     assert "terminate requested by SIGTERM" in r.out
+
+
+def test_a_run_killed_hard_can_be_resumed_from(tmp_path: Path, runs: list[LocalRun]) -> None:
+    gate = tmp_path / "release-b"
+    path = manifest(tmp_path, {"stages": [
+        stage("a", "out({'a': 1})"),
+        stage("b", wait_for(gate) + "out({'b': inp['stages']['a']['output']['a'] + 1})",
+              dependsOn=["a"])]})
+    r = start(runs, path, tmp_path / "runs")
+    r.phase_of("b", "Running")
+
+    def saved() -> bool:
+        try:
+            state = json.loads((r.dir / "state.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(state["state"]["stages"]["a"]["phase"] == "Succeeded")
+
+    r.until("state.json to record a", saved, timeout=30)
+    r.proc.kill()  # SIGKILL: no cleanup at all
+    r.proc.communicate()
+    gone = cli("stop", str(r.dir))
+    assert gone.returncode == 1
+    assert "its last status is Running" in gone.stderr and "is gone" in gone.stderr
+    gate.touch()
+    again = cli("run", str(path), "--store", str(tmp_path / "runs"), "--resume", str(r.dir))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "  reused: a\n" in again.stdout and "  runs again: b: it was Running there\n" in \
+        again.stdout
+    new = _run_dir(again)
+    assert json.loads((new / "outputs/b/1.json").read_text())["value"] == {"b": 2}

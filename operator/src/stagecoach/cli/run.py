@@ -251,6 +251,8 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
             try:
                 state = await executor.execute()
             finally:
+                if approver is not None:
+                    await asyncio.to_thread(approver.close)
                 progress.close()
             events = await executor.store.read_trace()
         telemetry.flush()

@@ -25,7 +25,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from stagecoach_runner import run_attempt
@@ -57,6 +57,10 @@ __all__ = ["AUTO_APPROVER", "Approver", "Gate", "LocalExecutor", "RunOptions"]
 
 Key = tuple[str, int, int | None, int]
 Listener = Callable[[RunState, list[dict[str, Any]]], None]
+SAVE_EVERY = timedelta(seconds=2)
+"""At most one ``state.json`` write per this while running (and one at the end)."""
+_PROGRESS = frozenset({"StageSucceeded", "StageReused", "ApprovalDecided"})
+"""Events after which ``state.json`` is worth rewriting (what a resume could reuse)."""
 AUTO_APPROVER = "auto-approve"
 """The approver recorded for ``--auto-approve`` decisions."""
 
@@ -128,6 +132,8 @@ class LocalExecutor:
         self.resume = resume
         self.notes = notes
         self._approval_refs: dict[str, str] = {}
+        self._saved: datetime | None = None
+        self._dirty = False
         self._tasks: dict[Key, tuple[asyncio.Task[AttemptResult], StartAttempt]] = {}
         self._done: asyncio.Queue[tuple[StartAttempt, AttemptResult | None]] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -208,9 +214,19 @@ class LocalExecutor:
                         self._note(f"decision refused: {verdict.message}")
                 self._publish(events)
                 self._gates(events, now)
+                if any(e["type"] in _PROGRESS for e in events):
+                    self._dirty = True
+                wake_at = plan.wake_at
+                if self._dirty:  # a run killed hard can still be resumed from its state
+                    due = self._saved + SAVE_EVERY if self._saved is not None else now
+                    if now >= due:
+                        self._save_state()
+                        self._saved, self._dirty = now, False
+                    else:
+                        wake_at = due if wake_at is None else min(wake_at, due)
                 if self.state.terminal:
                     break
-                outcomes = await self._wait(plan.wake_at)
+                outcomes = await self._wait(wake_at)
             await self._drain()
         finally:
             self._signals(False)

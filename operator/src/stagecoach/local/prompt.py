@@ -64,6 +64,16 @@ class TerminalApprover:
             if self._current == stage:
                 self._cancelled.add(stage)
 
+    def close(self, timeout: float = 2.0) -> None:
+        """The run ended: stop asking, and let the prompt say so before the process exits."""
+        with self._lock:
+            self._queue.clear()
+            if self._current is not None:
+                self._cancelled.add(self._current)
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
     # -- the prompt thread ---------------------------------------------------------------
     def _work(self) -> None:
         while True:
