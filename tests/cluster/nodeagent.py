@@ -483,6 +483,8 @@ class PodWorker:
     async def _env(self, c: JSON) -> dict[str, str]:
         agent = self.agent
         env = {k: os.environ[k] for k in agent.pass_env if k in os.environ}
+        if agent.warm_bin is not None:  # stagecoach-runner forks from a warm zygote
+            env["PATH"] = f"{agent.warm_bin}:{env.get('PATH', '')}"
         env["HOSTNAME"] = self.name
         host, port = agent.api_host, agent.api_port
         env.update(
@@ -872,6 +874,28 @@ class NodeAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self.created_paths: list[Path] = []
         self._stop = asyncio.Event()
+        self.warm_bin: Path | None = None
+        """Directory of the warm-fork shim put first on containers' PATH (:mod:`.warmfork`)."""
+
+    async def start_warm_fork(self) -> None:
+        """Start the zygote that forks ``stagecoach-runner`` per container
+        (``STAGECOACH_WARM_FORK=0``: off, every container execs its command)."""
+        from .warmfork import ENTRYPOINT, shim_text
+
+        real = shutil.which(ENTRYPOINT)
+        if os.environ.get("STAGECOACH_WARM_FORK", "1") == "0" or real is None:
+            return
+        sock = Path(f"/tmp/stagecoach-warm-{os.getpid()}.sock")  # short: sun_path limit
+        bin_dir = self.root_dir / "warm-bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        shim = bin_dir / ENTRYPOINT
+        shim.write_text(shim_text(sock, real))
+        shim.chmod(0o755)
+        self._zygote = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.cluster.warmfork", str(sock),
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+        self.warm_bin = bin_dir
+        log.info("warm fork: %s runs from a zygote on %s", ENTRYPOINT, sock)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -1246,6 +1270,7 @@ class NodeAgent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         (self.root_dir / "pods").mkdir(parents=True, exist_ok=True)
+        await self.start_warm_fork()
         server = await self._serve()
         await self.register()
         heartbeat = asyncio.create_task(self._heartbeat())

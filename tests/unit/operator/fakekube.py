@@ -72,6 +72,10 @@ class FakeKube:
         return [copy.deepcopy(j) for (n, _), j in self.jobs.items()
                 if (ns is None or n == ns) and self._match(j, selector)]
 
+    async def list_jobs_at(self, ns: str, selector: str
+                           ) -> tuple[list[dict[str, Any]], str | None]:
+        return await self.list_jobs(ns, selector), str(self.rv)
+
     async def create_job(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         key = (ns, body["metadata"]["name"])
         self.job_creates.append(key[1])

@@ -81,7 +81,7 @@ async def test_restart_adopts_and_creates_what_the_crash_skipped() -> None:
     state = kube.configmaps[(NS, "p-state")]
     state["data"]["jobs.json"] = "[]"
     _, fresh = setup()
-    fresh.kube = kube  # type: ignore[assignment]
+    fresh.kube = fresh.gather.kube = kube  # type: ignore[assignment]
     await fresh.reconcile(NS, "p")
     assert (NS, "p-a-1-1") in kube.jobs
     assert kube.pipelines[(NS, "p")]["status"]["stages"][0]["attempt"] == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,13 @@ class Kube:
         self.rest = rest
         self.requests = 0
         """API requests made (for the benchmark: requests per stage)."""
+        self.on_write: Callable[[dict[str, Any]], None] | None = None
+        """Called with the object a pipeline-status patch or a Job creation returns
+        (the watch-fed caches of :mod:`.cache` keep it: never older than our write)."""
+
+    def _wrote(self, data: Any) -> None:
+        if self.on_write is not None and isinstance(data, dict) and data.get("metadata"):
+            self.on_write(data)
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -88,6 +96,7 @@ class Kube:
         """Merge-patch the status subresource; returns the new resourceVersion."""
         data = await self._call("PATCH", f"{_CR}/{ns}/agentpipelines/{name}/status",
                                 {"status": status}, content_type=_MERGE, missing_ok=True)
+        self._wrote(data)
         version = (data or {}).get("metadata", {}).get("resourceVersion")
         return str(version) if version else None
 
@@ -127,10 +136,22 @@ class Kube:
         data = await self._call("GET", path, query=[("labelSelector", selector)])
         return list(data.get("items") or [])
 
+    async def list_jobs_at(self, ns: str, selector: str
+                           ) -> tuple[list[dict[str, Any]], str | None]:
+        """Jobs of ``ns`` matching ``selector``, and the LIST's resourceVersion (each
+        item gets ``kind``/``apiVersion``, as watch events carry them)."""
+        data = await self._call("GET", f"/apis/batch/v1/namespaces/{ns}/jobs",
+                                query=[("labelSelector", selector)])
+        items = [{"apiVersion": "batch/v1", "kind": "Job", **i}
+                 for i in data.get("items") or []]
+        return items, (data.get("metadata") or {}).get("resourceVersion")
+
     async def create_job(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
         """Create a Job; :class:`~stagecoach.store.Conflict` when it already exists."""
-        return dict(await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body,
+        data = dict(await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body,
                                      what=f"create job {body['metadata']['name']}"))
+        self._wrote(data)
+        return data
 
     async def get_job(self, ns: str, name: str) -> dict[str, Any] | None:
         """A Job, or None."""

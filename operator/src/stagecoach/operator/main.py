@@ -10,7 +10,8 @@ pipelines waiting to ``resumeFrom`` it; a Job event (label
 ``app.kubernetes.io/managed-by=stagecoach``) triggers its owner pipeline's at once, and a
 finished or deleted Job gives its provider slot back, waking the pipelines waiting for
 it. A StageApproval event goes into the reconciler's index of unanswered approvals
-(:mod:`.approvals`) and triggers the pipeline it names.
+(:mod:`.approvals`) and triggers the pipeline it names. Pipeline and Job events also
+feed the reconciler's caches (:mod:`.cache`, :mod:`.gather`), so a pass reads neither.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
                                 trigger=runtime.trigger, metrics=metrics,
                                 default_storage=storage, tracing=tracing,
                                 otlp_endpoint=endpoint)
+        reconciler.gather.watched = True  # the events below feed its caches
         memo.reconciler, memo.runtime = reconciler, runtime
         if metrics_port:
             memo.http = await serve(metrics, metrics_port)
@@ -137,10 +139,11 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
 
     @kopf.on.event(GROUP, VERSION, "agentpipelines", registry=registry)
     async def pipeline_event(type: str, name: str, namespace: str | None, meta: kopf.Meta,
-                             body: kopf.Body, **_: Any) -> None:
+                             body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
         if memo.runtime is None or memo.reconciler is None or namespace is None:
             return
         key = (namespace, name)
+        memo.reconciler.gather.pipelines.observe(type, dict(event["object"]))
         if type == "DELETED" or (body.get("status") or {}).get("phase") in FINISHED:
             for waiter in memo.reconciler.desk.source_changed(key):
                 memo.runtime.trigger(waiter)
@@ -157,9 +160,10 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
     @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "stagecoach"},
                    registry=registry)
     async def job_event(type: str, body: kopf.Body, namespace: str | None,
-                        **_: Any) -> None:
+                        event: kopf.RawEvent, **_: Any) -> None:
         if memo.runtime is None or memo.reconciler is None or namespace is None:
             return
+        memo.reconciler.gather.jobs.observe(type, dict(event["object"]))
         owners = [o for o in body.get("metadata", {}).get("ownerReferences", [])
                   if o.get("kind") == "AgentPipeline"]
         if not owners:

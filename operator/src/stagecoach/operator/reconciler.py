@@ -76,11 +76,11 @@ from .admission import ProviderAdmission
 from .approvals import control_of, decision_outputs, invalid_refusals, with_decision_refs
 from .desk import ControlDesk
 from .events import EVENT_TYPES, describe
+from .gather import Gatherer, running_jobs
 from .jobs import (
     JobOptions,
     build_job,
     job_name,
-    pipeline_selector,
 )
 from .kube import Kube, KubeError
 from .metrics import Metrics
@@ -180,6 +180,8 @@ class Reconciler:
         causes is our own echo and needs no reconcile."""
         self.desk = ControlDesk(kube, self.clock, lambda key, at: self.wake(key, at))
         """StageApprovals and ``resumeFrom`` waits (:mod:`.desk`)."""
+        self.gather = Gatherer(kube)
+        """The watch-fed caches of pipelines and Jobs (:mod:`.gather`)."""
 
     def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
         """A ModelProvider event: read the providers again unless only status changed."""
@@ -193,6 +195,7 @@ class Reconciler:
     def forget(self, key: PipelineKey) -> None:
         """Drop caches for a deleted pipeline."""
         self.desk.forget(key)
+        self.gather.forget(key)
         self.runs.pop(key, None)
         self.last_status.pop(key, None)
         self.own_versions.pop(key, None)
@@ -409,8 +412,15 @@ class Reconciler:
     # -- the cycle -----------------------------------------------------------------------
     async def reconcile(self, ns: str, name: str) -> None:
         """One gather → step → apply pass for ``ns/name``."""
+        try:
+            await self._reconcile(ns, name)
+        except BaseException:
+            self.gather.failed((ns, name))  # list again next time: trust no cache
+            raise
+
+    async def _reconcile(self, ns: str, name: str) -> None:
         key = (ns, name)
-        body = await self.kube.get_pipeline(ns, name)
+        body = await self.gather.pipeline(ns, name)
         if body is None:
             self.forget(key)
             await self.desk.refuse_missing(ns, name)
@@ -443,18 +453,8 @@ class Reconciler:
             return
         await self._ensure_rbac(ns)
         providers = await self._providers(ns)
-        jobs = {j["metadata"]["name"]: j
-                for j in await self.kube.list_jobs(ns, pipeline_selector(name))
-                if owned_by(j, run.resolved.uid)}
-        pods: dict[str, list[dict[str, Any]]] = {}
-        if any(job_finished(j) for j in jobs.values()):
-            job_uids = {j["metadata"].get("uid"): jn for jn, j in jobs.items()}
-            for pod in await self.kube.list_pods(ns, pipeline_selector(name)):
-                owners = pod.get("metadata", {}).get("ownerReferences") or []
-                jn = next((job_uids[o.get("uid")] for o in owners
-                           if o.get("uid") in job_uids), None)
-                if jn:
-                    pods.setdefault(jn, []).append(pod)
+        jobs = await self.gather.owned_jobs(key, run.resolved.uid)
+        pods = await self.gather.pods(key, jobs, running_jobs(name, state))
         for job in jobs.values():
             if job_finished(job):
                 self.admission.release_job(ns, job)
@@ -529,9 +529,7 @@ class Reconciler:
         this runs). A crash before this point leaves them for the next pass."""
         if self.pod_gc != "OnPodCompletion" or not pods:
             return
-        running = {job_name(run.resolved.name, sr.name, sr.iteration, i.attempt, i.index)
-                   for sr in run.record.state.stages.values() for i in sr.instances
-                   if i.phase == "Running"}
+        running = running_jobs(run.resolved.name, run.record.state)
         doomed = [(p["metadata"]["name"], p["metadata"].get("uid"))
                   for jn, plist in pods.items()
                   if jn not in running and jn in jobs and job_finished(jobs[jn])
@@ -562,6 +560,8 @@ class Reconciler:
                                      loop_from=stage_run.loop_from,
                                      loop_reason=stage_run.loop_reason)
                 job = jobs.get(jn)
+                if job is None and jn in run.record.jobs:  # deleted, or the cache lags?
+                    job = await self.gather.confirm(ns, jn, run.resolved.uid)
                 if job is None and jn in run.rejected:
                     if inst.provider:
                         self._release_name(ns, inst.provider, jn)
