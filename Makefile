@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo crds crds-check lint typecheck bench clean model-server image
+.PHONY: help install test test-fast demo crds crds-check lint typecheck bench bench-local bench-cluster clean model-server image
 
 help:
 	@echo "make demo   - run the example research pipeline locally, offline"
@@ -56,10 +56,19 @@ demo: $(STAMP)
 model-server: $(STAMP)
 	bash hack/install-model-server.sh $(BIN)/python
 
-# Local orchestration overhead vs LangGraph on the same graphs (prints a table).
-bench: $(STAMP)
+# Benchmarks print tables side by side with a peer and assert nothing about speed.
+bench: bench-local bench-cluster
+
+# Local orchestration overhead vs LangGraph on the same graphs.
+bench-local: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/local_overhead.py
+
+# Argo Workflows (built from the Go module proxy by hack/argo/build.sh) on the real test
+# control plane and node agent: transition latency, API requests per step, CPU, RSS.
+bench-cluster: $(STAMP) cluster-bins
+	bash hack/argo/build.sh
+	$(BIN)/python bench/cluster_peer.py --load 50 --argo-requeue 1s
 
 # The operator/runner image (needs a Docker engine; not used by the tests).
 IMAGE ?= ghcr.io/stagecoach-dev/stagecoach:0.1.0
