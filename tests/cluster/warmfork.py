@@ -19,7 +19,9 @@ the container's process group, the agent's death). What this shortcuts: the chil
 a fork of a process that imported the runner before the pod existed (module-level
 state is the zygote's: nothing reads the environment at import time today), it is not
 the shim's child (``/proc`` shows two processes per container), and only
-``stagecoach-runner`` is warm; any other command runs as before. When the zygote is not
+``stagecoach-runner`` is warm (and not when the container exports OpenTelemetry: the
+forked child ends with ``os._exit``, which would lose unflushed spans); any other
+command runs as before. When the zygote is not
 there the shim execs the real ``stagecoach-runner``.
 """
 
@@ -46,6 +48,9 @@ PR_SET_PDEATHSIG = 1
 SHIM = """#!{python} -IS
 # The node agent's warm-fork shim for {entrypoint} (tests/cluster/warmfork.py).
 import array, json, os, signal, socket, sys
+if any(k.startswith("OTEL_EXPORTER_OTLP") for k in os.environ):
+    # A forked child ends with os._exit: OpenTelemetry's exporter would never flush.
+    os.execv({real!r}, [{real!r}, *sys.argv[1:]])
 try:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect({sock!r})

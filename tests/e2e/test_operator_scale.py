@@ -35,7 +35,7 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.test_operator_bench import CASSETTE, chain, proc_usage, scrape, watch_jobs
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.bench]  # ~8 min: `pytest -m bench tests/e2e`
 
 PIPELINES = 200
 STAGES = 5

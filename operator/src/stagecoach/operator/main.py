@@ -62,8 +62,9 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
     Watching given namespaces (not ``clusterwide``) turns kopf's scanning off: it would
     list namespaces and watch CRDs cluster-wide, which a namespace-mode install may not.
     ``manage_stage_rbac``: create the stage ServiceAccount and Role where pipelines run.
-    ``manage_stage_policy``: apply the stage-writes admission policy (:mod:`.policy`) at
-    start; a refusal is logged as an error and the operator runs on (RBAC still holds).
+    ``manage_stage_policy``: apply the stage-writes and the approval admission policies
+    (:mod:`.policy`) at start; a refusal is logged as an error and the operator runs on
+    (RBAC still holds).
     ``metrics``: served by the caller already (``metrics_port`` then None)."""
     registry = kopf.OperatorRegistry()
     memo = _Memo()
@@ -88,7 +89,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
 
         memo.kube = await Kube.connect(kubeconfig)
         if manage_stage_policy:
-            from .policy import stage_policy
+            from .policy import approval_policy, stage_policy
 
             try:
                 await memo.kube.ensure_cluster_objects(stage_policy(options.service_account))
@@ -96,6 +97,12 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
                 log.error("cannot apply the stage-writes admission policy (stage pods are "
                           "then limited by their Role only; install it with the chart or "
                           "grant the operator validatingadmissionpolicies): %s", e)
+            try:
+                await memo.kube.ensure_cluster_objects(approval_policy())
+            except StoreError as e:
+                log.error("cannot apply the approval admission policy (then anyone who may "
+                          "create StageApprovals may name any approver; install it with the "
+                          "chart or grant the operator validatingadmissionpolicies): %s", e)
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
         tracing = bool(endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")) \
             and telemetry.configure()
