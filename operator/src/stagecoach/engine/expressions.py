@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import cel
 import jinja2
 from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .._celbinding import load_cel
 from ..api import did_you_mean, show_value, type_word
 from ..api.rendering import as_text, render_error
 
@@ -82,7 +82,7 @@ def _rewrite(source: str) -> str:
 def _compile(source: str) -> Any:
     code = _rewrite(source)
     try:
-        return cel.compile(code)
+        return load_cel().compile(code)
     except Exception as exc:  # the binding raises ValueError with the parser message
         raise ExpressionError(_clean(str(exc), columns=code == source)) from None
 

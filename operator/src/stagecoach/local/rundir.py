@@ -91,7 +91,8 @@ class RunDir:
 
     def write_manifest(self, doc: dict[str, Any]) -> None:
         """Write the resolved pipeline."""
-        self._atomic(self.manifest, yaml.safe_dump(doc, sort_keys=False, width=100))
+        self._atomic(self.manifest, yaml.dump(
+            doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False, width=100))
 
     def write_trace(self, events: list[dict[str, Any]]) -> None:
         """Write the merged trace, one JSON event per line."""

@@ -106,7 +106,7 @@ def _manifest_facts(text: str | None) -> tuple[str | None, int | None]:
     if not text:
         return None, None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
         return None, None
     if not isinstance(doc, dict):
