@@ -425,6 +425,9 @@ class Reconciler:
             self.forget(key)
             await self.desk.refuse_missing(ns, name)
             return
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            self.forget(key)  # being deleted: what it owns goes with it; never re-judge it
+            return
         if (body.get("status") or {}).get("phase") in TERMINAL:
             due = expires_at(body, self.default_ttl)
             if due is not None and self.clock() >= due:
