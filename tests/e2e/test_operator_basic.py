@@ -122,10 +122,6 @@ def test_spec_is_immutable_after_creation(crds: object, kubectl: Kubectl) -> Non
     kubectl("label", "agentpipeline", "hello", "team=a")  # metadata stays editable
 
 
-# Known open bug (closing note, issue 13): in the full suite only, this test's operator
-# re-judges the finished pipeline Invalid while the namespace is being torn down and its
-# Event is refused. The run itself is checked below; the teardown line is let through.
-@pytest.mark.operator_log_allows("because it is being terminated")
 def test_hello_with_s3_storage(crds: object, kube_namespace: str, kubectl: Kubectl,
                                s3_server: Any, tmp_path: Any,
                                monkeypatch: pytest.MonkeyPatch) -> None:

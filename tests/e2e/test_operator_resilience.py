@@ -58,6 +58,27 @@ def test_operator_killed_mid_pipeline_finishes_without_duplicates(
     assert "resumed from chain-state" in operator.logs()
 
 
+def test_a_deleted_run_record_fails_the_run_and_runs_nothing_twice(
+        operator: Operator, kubectl: Kubectl) -> None:
+    """The record is gone while the operator is down: a fresh start would run s0 again;
+    the run ends Failed (StateLost) instead, and the Job it had is the only one."""
+    kubectl.apply(chain("lost", 3, 1.5))
+    kubectl.wait_for(("agentpipeline", "lost"),
+                     lambda o: bool(o.get("status")) and stage_status(o, "s0")["phase"]
+                     == "Running", timeout=60, operator=operator)
+    operator.kill()
+    kubectl("delete", "configmap", "lost-state")
+    operator.start()
+    obj = kubectl.wait_phase("lost", {"Succeeded", "Failed", "Invalid"}, timeout=60,
+                             operator=operator)
+    status = obj["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "StateLost"), status
+    assert "lost-state" in status["message"]
+    time.sleep(2)
+    assert [j["metadata"]["name"] for j in kubectl.items("jobs")] == ["lost-s0-1-1"]
+    assert "lost-state" not in {c["metadata"]["name"] for c in kubectl.items("configmaps")}
+
+
 def test_deleted_job_is_a_failed_attempt_and_is_retried(operator: Operator,
                                                         kubectl: Kubectl) -> None:
     retry = {"limit": 2, "backoff": {"initial": "200ms", "max": "1s"}}

@@ -87,6 +87,24 @@ async def test_restart_adopts_and_creates_what_the_crash_skipped() -> None:
     assert kube.pipelines[(NS, "p")]["status"]["stages"][0]["attempt"] == 1
 
 
+async def test_a_started_run_whose_record_is_gone_fails_instead_of_running_again() -> None:
+    """A fresh start would run its stages a second time (and, in a namespace being
+    deleted, re-judge a finished run against providers that are already gone)."""
+    kube, rec = setup(agent_pipeline())
+    await rec.reconcile(NS, "p")
+    assert kube.pipelines[(NS, "p")]["status"]["startedAt"]
+    del kube.configmaps[(NS, "p-state")]
+    _, fresh = setup()  # a restarted operator: nothing in memory
+    fresh.kube = fresh.gather.kube = kube  # type: ignore[assignment]
+    await fresh.reconcile(NS, "p")
+    status = kube.pipelines[(NS, "p")]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "StateLost")
+    assert "p-state" in status["message"]
+    assert kube.job_creates == ["p-a-1-1"] and (NS, "p-state") not in kube.configmaps
+    await fresh.reconcile(NS, "p")  # Failed is terminal: never loaded again
+    assert kube.job_creates == ["p-a-1-1"]
+
+
 async def test_a_deleted_job_is_a_failed_attempt() -> None:
     pipe = agent_pipeline()
     pipe["spec"]["defaults"]["retry"] = {"limit": 1, "backoff": {"initial": "1s"}}

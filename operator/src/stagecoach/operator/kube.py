@@ -49,6 +49,13 @@ def _fail(status: int, data: Any, what: str) -> KubeError:
     return KubeError(f"{what}: HTTP {status}: {msg}", status, str(msg))
 
 
+def namespace_terminating(e: BaseException) -> bool:
+    """Whether the API server refused a create because its namespace is being deleted
+    (a 403 that is no permission problem: the namespace's objects go with it)."""
+    return isinstance(e, KubeError) and e.status == 403 and "being terminated" in (
+        e.api_message)
+
+
 class Kube:
     """Typed-enough wrappers over :class:`~stagecoach.store.configmap.RestClient`."""
 
@@ -241,6 +248,10 @@ class Kube:
         try:
             await self._call("POST", f"/api/v1/namespaces/{ns}/events", body)
         except StoreError as e:
+            if namespace_terminating(e):
+                log.info("no event %s on %s/%s: its namespace is being deleted", reason, ns,
+                         meta.get("name"))
+                return
             log.warning("cannot post event %s on %s: %s", reason, meta.get("name"), e)
 
     # -- the stage ServiceAccount --------------------------------------------------------

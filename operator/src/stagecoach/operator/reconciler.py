@@ -377,6 +377,12 @@ class Reconciler:
             run = self._make_run(ns, record)
             await self._flush_outbox(run)  # the last step's events may not have made it
             log.info("pipeline %s/%s: resumed from %s", ns, key[1], record_name(key[1]))
+        elif (body.get("status") or {}).get("startedAt"):
+            # It ran, so its record existed: a fresh start would run its stages again.
+            await self._fail_run(ns, body, "StateLost",
+                                 f"its run record ConfigMap {record_name(key[1])} is gone "
+                                 "(deleted while the pipeline ran); nothing is run twice")
+            return None
         else:
             run = await self._start_run(ns, body)
             if run is None:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from ..store import StoreError
+from .kube import namespace_terminating
 
 __all__ = ["Runtime"]
 
@@ -79,6 +80,9 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if namespace_terminating(e):  # its deletion is under way: nothing to retry
+                    log.info("%s/%s: its namespace is being deleted; not reconciled", *key)
+                    continue
                 n = self._failures.get(key, 0) + 1
                 self._failures[key] = n
                 delay = min(30.0, 0.5 * 2 ** (n - 1))
