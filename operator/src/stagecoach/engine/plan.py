@@ -36,7 +36,16 @@ from .control import ApprovalDecision, ApprovalVerdict, Control
 from .dag import Graph, build
 from .expressions import ExpressionError, evaluate_cel, render_template
 from .gates import GateSteps, approval_deadline
-from .state import TERMINAL, Instance, RunState, StageRun, Tokens, copy_state, initial_state
+from .state import (
+    TERMINAL,
+    Instance,
+    RunState,
+    StageRun,
+    Tokens,
+    copy_run,
+    copy_state,
+    initial_state,
+)
 
 __all__ = [
     "AttemptOutcome",
@@ -140,12 +149,18 @@ def _graph(pipeline: ResolvedPipeline) -> Graph:
 
 
 class _Planner(GateSteps):
-    """One planning pass over a private copy of the state (never shared)."""
+    """One planning pass over a private copy of the state.
+
+    Stages that had ended when the pass began keep their records shared with the input
+    state (most of a large pipeline, most of the time); :meth:`own` copies one before
+    it is changed, so the input state is still never modified.
+    """
 
     def __init__(self, pipeline: ResolvedPipeline, state: RunState, now: datetime,
                  free_slots: Mapping[str, int] | None, jitter: Jitter | None) -> None:
         self.p = pipeline
-        self.st = state
+        self.shared = {n for n, r in state.stages.items() if r.phase in TERMINAL}
+        self.st = copy_state(state, share=self.shared)
         self.now = now
         self.free = dict(free_slots or {})
         self.jitter = jitter or policies.hash_jitter
@@ -153,8 +168,17 @@ class _Planner(GateSteps):
         self.verdicts: list[ApprovalVerdict] = []
         self.graph = _graph(pipeline)
         self.on_failure = {s.name: s.on_failure for s in pipeline.stages}
+        self.went_back = False
 
     # -- small helpers -------------------------------------------------------------
+    def own(self, name: str) -> StageRun:
+        """The stage's record, copied first if it is still the input state's."""
+        run = self.st.stages[name]
+        if name in self.shared:
+            self.shared.discard(name)
+            run = self.st.stages[name] = copy_run(run)
+        return run
+
     def emit(self, action: Action) -> None:
         self.actions.append(action)
 
@@ -202,9 +226,9 @@ class _Planner(GateSteps):
             self.st.failure = ("StageFailed", f"stage {where} failed ({error_class}): {message}")
 
     def observe(self, o: AttemptOutcome) -> None:
-        run = self.st.stages.get(o.stage)
-        if run is None:
+        if o.stage not in self.st.stages:
             return
+        run = self.own(o.stage)
         run.tokens.add(o.tokens)
         self.st.tokens.add(o.tokens)
         inst = next((i for i in run.instances if i.index == o.index), None)
@@ -246,8 +270,7 @@ class _Planner(GateSteps):
         if st.shutdown == "Stop" and st.failure is None:
             st.failure = ("Stopped", "pipeline stopped (spec.shutdown: Stop): running "
                           "attempts finished, nothing new started")
-        while self.advance(self.p.stages, regular=True):
-            pass
+        self.sweep()
         if st.failure and not any(self._active(self.st.stages[s.name])
                                   for s in self.p.stages):
             self.wind_down()
@@ -278,7 +301,7 @@ class _Planner(GateSteps):
             limit = format_duration(self.p.timeout) if self.p.timeout else "?"
             self.st.failure = ("Timeout", f"pipeline exceeded its timeout of {limit}")
             for s in self.p.stages:
-                run = self.st.stages[s.name]
+                run = self.own(s.name)
                 for inst in run.instances:
                     if inst.phase == "Running":
                         self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
@@ -290,6 +313,8 @@ class _Planner(GateSteps):
             for inst in run.instances:
                 end = policies.attempt_deadline(s, inst)
                 if inst.phase == "Running" and end is not None and self.now >= end:
+                    run = self.own(s.name)
+                    inst = next(i for i in run.instances if i.index == inst.index)
                     msg = f"attempt exceeded its timeout of {format_duration(s.timeout)}" \
                         if s.timeout else "attempt timed out"
                     self.emit(StopAttempt(s.name, run.iteration, inst.attempt, inst.index,
@@ -364,6 +389,16 @@ class _Planner(GateSteps):
             if inst.phase not in {"Succeeded", "Failed"}:
                 inst.phase = "Skipped"
         self.emit(SkipStage(run.name, run.iteration, None, None, reason=reason))
+
+    def sweep(self) -> None:
+        """Advance the regular stages until nothing changes. One sweep in topological
+        order already carries every change forward (a stage that ends readies its
+        children later in the same sweep); only a back-edge taken during the sweep
+        (:meth:`reset`) changes stages behind it, so only then is another one needed."""
+        while True:
+            self.went_back = False
+            if not self.advance(self.p.stages, regular=True) or not self.went_back:
+                return
 
     def advance(self, stages: Iterable[ResolvedStage], regular: bool) -> bool:
         """One sweep in topological order; True when something changed."""
@@ -556,12 +591,13 @@ class _Planner(GateSteps):
             return
 
     def reset(self, target: str, origin: str, reason: str) -> None:
+        self.went_back = True
         names = {target} | self.graph.descendants(target)
         reset: list[str] = []
         for name in self.graph.order:
             if name not in names:
                 continue
-            run = self.st.stages[name]
+            run = self.own(name)
             for inst in run.instances:
                 if inst.phase == "Running":
                     why = f"superseded: {origin} routed back to {target}"
@@ -740,7 +776,7 @@ def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
     (absent = unlimited). ``jitter``: key → number in [-1, 1] (default: hash of the key).
     ``control``: the run-control fields now (None: unchanged); ``approvals``: decisions
     to judge (``Plan.verdicts`` answers each)."""
-    planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
+    planner = _Planner(pipeline, state, now, free_slots, jitter)
     planner.run(control, approvals)
     return Plan(planner.st, planner.actions, planner.wake_at(), planner.verdicts)
 
@@ -748,7 +784,7 @@ def plan(pipeline: ResolvedPipeline, state: RunState, now: datetime, *,
 def observe(pipeline: ResolvedPipeline, state: RunState, outcome: AttemptOutcome,
             now: datetime, *, jitter: Jitter | None = None) -> Plan:
     """Fold one finished attempt into the state (success, retry at T, or failure)."""
-    planner = _Planner(pipeline, copy_state(state), now, None, jitter)
+    planner = _Planner(pipeline, state, now, None, jitter)
     planner.observe(outcome)
     return Plan(planner.st, planner.actions, None)
 
@@ -759,7 +795,7 @@ def step(pipeline: ResolvedPipeline, state: RunState, now: datetime,
          control: Control | None = None,
          approvals: Iterable[ApprovalDecision] = ()) -> Plan:
     """``observe`` every outcome, then ``plan``: what a shell calls on each wake-up."""
-    planner = _Planner(pipeline, copy_state(state), now, free_slots, jitter)
+    planner = _Planner(pipeline, state, now, free_slots, jitter)
     for o in outcomes:
         planner.observe(o)
     planner.run(control, approvals)

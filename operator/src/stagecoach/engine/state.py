@@ -20,6 +20,7 @@ __all__ = [
     "RunState",
     "StageRun",
     "Tokens",
+    "copy_run",
     "copy_state",
     "dump_state",
     "initial_state",
@@ -156,28 +157,44 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _plain(value: Any) -> Any:
+    """A deep copy of JSON-like data (what :func:`dataclasses.asdict` does to field
+    values, without its per-value dispatch)."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, Tokens):
+        return {"input": value.input, "output": value.output}
+    return copy.deepcopy(value)
+
+
+_INSTANCE_TIMES = ("started_at", "finished_at", "next_attempt_at")
+
+
 def dump_state(state: RunState, *, with_outputs: bool = False) -> dict[str, Any]:
     """JSON-ready form of the state. Outputs (payloads) are left out unless asked for:
     shells persist references and reload values from the store with :func:`load_state`.
     The final output, a payload as well, is kept only as "there is one" (``""``)."""
 
     def inst(i: Instance) -> dict[str, Any]:
-        d = asdict(i)
-        for k in ("started_at", "finished_at", "next_attempt_at"):
+        d = {k: _plain(v) for k, v in vars(i).items() if with_outputs or k != "output"}
+        for k in _INSTANCE_TIMES:
             d[k] = _ts(getattr(i, k))
-        if not with_outputs:
-            d.pop("output")
         return d
 
     stages = {}
     for name, run in state.stages.items():
-        d = {k: v for k, v in asdict(run).items() if k != "instances"}
+        d = {k: _plain(v) for k, v in vars(run).items()
+             if k != "instances" and (with_outputs or k != "output")}
         d["instances"] = [inst(i) for i in run.instances]
         d["started_at"], d["finished_at"] = _ts(run.started_at), _ts(run.finished_at)
-        if not with_outputs:
-            d.pop("output")
         stages[name] = d
-    out = {k: v for k, v in asdict(state).items() if k != "stages"}
+    out = {k: _plain(v) for k, v in vars(state).items() if k != "stages"}
     out["stages"] = stages
     out["started_at"], out["finished_at"] = _ts(state.started_at), _ts(state.finished_at)
     out["failure"] = list(state.failure) if state.failure else None
@@ -233,19 +250,32 @@ def output_refs(state: RunState) -> set[str]:
     return refs
 
 
-def copy_state(state: RunState) -> RunState:
+def _shallow(obj: Any) -> Any:
+    """``copy.copy`` of a plain dataclass instance, without the reduce protocol."""
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def copy_run(run: StageRun) -> StageRun:
+    """A copy of one stage's record safe to modify (payloads shared)."""
+    new: StageRun = _shallow(run)
+    new.instances = [_shallow(i) for i in run.instances]
+    new.tokens = Tokens(run.tokens.input, run.tokens.output)
+    if run.instance_refs is not None:
+        new.instance_refs = list(run.instance_refs)
+    return new
+
+
+def copy_state(state: RunState, *, share: frozenset[str] | set[str] = frozenset()) -> RunState:
     """A copy safe to modify: every mutable record is new; output payloads are shared
     (the engine never changes a payload, it only replaces it). Much cheaper than
-    ``copy.deepcopy`` on large pipelines."""
-    stages = {}
-    for name, run in state.stages.items():
-        new = copy.copy(run)
-        new.instances = [copy.copy(i) for i in run.instances]
-        new.tokens = Tokens(run.tokens.input, run.tokens.output)
-        if run.instance_refs is not None:
-            new.instance_refs = list(run.instance_refs)
-        stages[name] = new
-    out = copy.copy(state)
+    ``copy.deepcopy`` on large pipelines. The records of the stages named in ``share``
+    are the same objects as in ``state``: the caller copies one (:func:`copy_run`)
+    before changing it (the planner does this for stages that had ended)."""
+    stages = {name: run if name in share else copy_run(run)
+              for name, run in state.stages.items()}
+    out: RunState = _shallow(state)
     out.stages = stages
     out.loops = dict(state.loops)
     out.approvals = dict(state.approvals)

@@ -47,7 +47,8 @@ from ..engine import (
     to_status,
     trace_events,
 )
-from ..store import LocalStore, Store, StoreError, decode_output, encode_output, output_key
+from ..store import Store, StoreError, decode_output, encode_output, output_key
+from .commit import GroupCommitStore
 from .desk import ControlDesk
 from .owner import WAKE_SIGNAL, RunOwner, quiet_wake_signal
 from .resume import ResumeSeed
@@ -59,6 +60,9 @@ Key = tuple[str, int, int | None, int]
 Listener = Callable[[RunState, list[dict[str, Any]]], None]
 SAVE_EVERY = timedelta(seconds=2)
 """At most one ``state.json`` write per this while running (and one at the end)."""
+STATUS_EVERY = timedelta(milliseconds=500)
+"""At most one ``status.json`` write per this while the pipeline's phase and run-control
+fields stay the same (a change of those is written at once, and so is the end)."""
 _PROGRESS = frozenset({"StageSucceeded", "StageReused", "ApprovalDecided"})
 """Events after which ``state.json`` is worth rewriting (what a resume could reuse)."""
 AUTO_APPROVER = "auto-approve"
@@ -117,7 +121,13 @@ class LocalExecutor:
         # Outputs and the trace: the run directory, unless the caller passes a store and
         # the ref its attempts get (spec.storage: s3). Status then names outputs by the
         # store's own references (s3://...), as in the cluster.
-        self.store: Store = LocalStore(run_dir.path) if store is None else store
+        # The run directory's store commits a pass's writes together (:mod:`.commit`).
+        self._commits: GroupCommitStore | None = None
+        self.store: Store
+        if store is None:
+            self.store = self._commits = GroupCommitStore(run_dir.path)
+        else:
+            self.store = store
         self.store_ref = (StoreRef(type="local", path=str(run_dir.path)) if store_ref is None
                           else store_ref)
         self._external_refs = store is not None
@@ -134,6 +144,9 @@ class LocalExecutor:
         self._approval_refs: dict[str, str] = {}
         self._saved: datetime | None = None
         self._dirty = False
+        self._status_at: datetime | None = None
+        self._status_key: tuple[Any, ...] | None = None
+        self._status_dirty = False
         self._tasks: dict[Key, tuple[asyncio.Task[AttemptResult], StartAttempt]] = {}
         self._done: asyncio.Queue[tuple[StartAttempt, AttemptResult | None]] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -205,6 +218,9 @@ class LocalExecutor:
                 self.state = plan.state
                 events = await self._record(plan.actions, now)
                 await self._store_decisions(events)  # before the attempts that read them
+                # Group commit: the pass's outputs and events are durable before any of
+                # it is acted on or shown (the observed attempts' outputs go first).
+                await self._commit()
                 for stop in plan.stops():
                     self._stop(stop)
                 for start in plan.starts():
@@ -212,11 +228,14 @@ class LocalExecutor:
                 for verdict in self.desk.answer(self.state, plan.verdicts):
                     if not verdict.accepted:
                         self._note(f"decision refused: {verdict.message}")
-                self._publish(events)
+                self._publish(events, now)
                 self._gates(events, now)
                 if any(e["type"] in _PROGRESS for e in events):
                     self._dirty = True
                 wake_at = plan.wake_at
+                if self._status_dirty and self._status_at is not None:
+                    due = self._status_at + STATUS_EVERY
+                    wake_at = due if wake_at is None else min(wake_at, due)
                 if self._dirty:  # a run killed hard can still be resumed from its state
                     due = self._saved + SAVE_EVERY if self._saved is not None else now
                     if now >= due:
@@ -231,7 +250,9 @@ class LocalExecutor:
         finally:
             self._signals(False)
             self.desk.close(self.state)
+            self._commit_sync()
             self._save_state()
+            self._write_status()
         return self.state
 
     async def _apply_resume(self) -> None:
@@ -246,7 +267,8 @@ class LocalExecutor:
             run = self.state.stages[name]
             if run.output_ref is None and not run.fan_out and run.inline_output is not None:
                 await self._store_decision(name, run.iteration, run.inline_output)
-        self._publish(events)
+        await self._commit()
+        self._publish(events, now)
 
     async def _wait(self, wake_at: datetime | None) -> list[AttemptOutcome]:
         timeout = None
@@ -319,6 +341,17 @@ class LocalExecutor:
     def _note(self, text: str) -> None:
         if self.notes is not None:
             self.notes(text)
+
+    async def _commit(self) -> None:
+        if self._commits is not None:
+            await self._commits.commit()
+
+    def _commit_sync(self) -> None:
+        if self._commits is not None:
+            try:
+                self._commits.commit_sync()
+            except StoreError as e:
+                self._note(f"cannot write the run's last outputs and events: {e}")
 
     def _save_state(self) -> None:
         store = None if not self._external_refs else self.store_ref.model_dump(
@@ -422,10 +455,24 @@ class LocalExecutor:
                      if run.output_ref})
         return refs
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
-        refs = {name: self.store.ref(ref) if self._external_refs else ref
-                for name, ref in self._output_refs().items()}
-        self.run_dir.write_status(to_status(self.pipeline, self.state, output_refs=refs,
-                                            trace_ref=str(self.run_dir.trace)))
+    def _publish(self, events: list[dict[str, Any]], now: datetime) -> None:
+        """Tell the listener; write ``status.json`` when due (:data:`STATUS_EVERY`)."""
+        st = self.state
+        key = (st.phase, st.suspended, st.shutdown, st.failure is not None)
+        self._status_dirty = self._status_dirty or bool(events) or key != self._status_key
+        if self._status_dirty and (key != self._status_key or self._status_at is None
+                                   or now >= self._status_at + STATUS_EVERY):
+            self._write_status()
+            self._status_at, self._status_key = now, key
         if self.listener is not None:
             self.listener(self.state, events)
+
+    def _write_status(self) -> None:
+        refs = {name: self.store.ref(ref) if self._external_refs else ref
+                for name, ref in self._output_refs().items()}
+        try:
+            self.run_dir.write_status(to_status(self.pipeline, self.state, output_refs=refs,
+                                                trace_ref=str(self.run_dir.trace)))
+        except OSError as e:
+            self._note(f"cannot write {self.run_dir.status}: {e}")
+        self._status_dirty = False
