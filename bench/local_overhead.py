@@ -5,10 +5,18 @@ after a fixed delay (default 20 ms), so the only difference is the orchestration
 scheduling, prompt rendering, token counting, output storage and trace writing for
 Stagecoach; the Pregel loop and state reducers for LangGraph. Reported per graph:
 makespan, makespan ÷ critical path (depth × delay) and overhead per stage
-((makespan − critical path) ÷ stages). Also: stages per second for a 500-stage run
-against the replay provider (no network at all).
+((makespan − critical path) ÷ stages), measured in this process around the executor and
+around LangGraph's ``ainvoke``; then whole processes: ``stagecoach run FILE`` (manifest
+loading, validation, the run, the merged trace, the HTML report and the summary) against
+a Python program that imports LangGraph and makes the same calls. Last, stages per
+second of a 500-stage run against the replay provider (no network at all), in process
+and as a whole ``stagecoach run`` including its reports.
 
-Run: ``make bench`` (installs langgraph into .venv first). Prints a table; asserts
+Run directories go under ``--workdir`` (default ``.stagecoach/bench``, beside the default
+run store, ``.stagecoach/runs``): on some machines ``/tmp`` creates files several times
+slower than the project's disk, which would measure the machine, not the orchestrator.
+
+Run: ``make bench`` (installs langgraph into .venv first). Prints tables; asserts
 nothing about speed.
 """
 
@@ -28,13 +36,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 import httpx2 as httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from graphs import Graph, depth, layered, research
-from stagecoach.api import AgentPipeline, ModelProvider, load_documents, resolve_pipeline
-from stagecoach.local import LocalExecutor, RunOptions, new_run_dir
-from stagecoach_runner.providers import ProviderPool
+
+GRAPHS = {"research": research, "layered-200": lambda: layered(200, 20),
+          "layered-500": lambda: layered(500, 25)}
 
 
 def _free_port() -> int:
@@ -44,6 +51,8 @@ def _free_port() -> int:
 
 
 def _manifest(graph: Graph, provider: dict[str, Any], extra: list[dict[str, Any]]) -> str:
+    import yaml
+
     stages = [{"name": n, "dependsOn": deps,
                "agent": {"prompt": f"Stage {n} on {{{{ params.topic }}}}", "maxTokens": 16}}
               for n, deps in graph]
@@ -57,11 +66,21 @@ def _manifest(graph: Graph, provider: dict[str, Any], extra: list[dict[str, Any]
     return yaml.safe_dump_all(docs)
 
 
+def _write_cassette(workdir: Path, cassette: list[dict[str, Any]]) -> None:
+    import yaml
+
+    (workdir / "cassette.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "Cassette", "entries": cassette}))
+
+
 async def run_stagecoach(graph: Graph, provider: dict[str, Any], workdir: Path,
                          cassette: list[dict[str, Any]] | None = None) -> float:
+    from stagecoach.api import AgentPipeline, ModelProvider, load_documents, resolve_pipeline
+    from stagecoach.local import LocalExecutor, RunOptions, new_run_dir
+    from stagecoach_runner.providers import ProviderPool
+
     if cassette is not None:
-        (workdir / "cassette.yaml").write_text(yaml.safe_dump(
-            {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "Cassette", "entries": cassette}))
+        _write_cassette(workdir, cassette)
     docs, problems = load_documents(_manifest(graph, provider, []))
     assert not problems, problems
     pipeline = next(d.obj for d in docs if isinstance(d.obj, AgentPipeline))
@@ -120,11 +139,50 @@ async def run_langgraph(graph: Graph, url: str) -> float:
     return elapsed
 
 
+def process_stagecoach(graph: Graph, provider: dict[str, Any], workdir: Path,
+                       cassette: list[dict[str, Any]] | None = None) -> float:
+    """Wall time of ``stagecoach run`` on the graph's manifest, start to exit."""
+    if cassette is not None:
+        _write_cassette(workdir, cassette)
+    manifest = workdir / "bench.yaml"
+    manifest.write_text(_manifest(graph, provider, []))
+    exe = Path(sys.executable).with_name("stagecoach")
+    started = time.perf_counter()
+    done = subprocess.run([str(exe), "run", str(manifest), "--store", str(workdir / "runs")],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-2000:] or done.stdout[-2000:]
+    return elapsed
+
+
+def process_langgraph(graph_name: str, url: str) -> float:
+    """Wall time of a Python program that imports LangGraph and runs the same graph."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--langgraph-program", graph_name, url],
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    return elapsed
+
+
+def _workdir(root: Path) -> tempfile.TemporaryDirectory[str]:
+    root.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(dir=root)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--delay-ms", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workdir", type=Path, default=Path(".stagecoach/bench"),
+                    help="where run directories go (default: %(default)s)")
+    ap.add_argument("--langgraph-program", nargs=2, metavar=("GRAPH", "URL"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.langgraph_program:  # the whole-process peer: LangGraph and nothing else
+        name, url = args.langgraph_program
+        asyncio.run(run_langgraph(GRAPHS[name](), url))
+        return
     port = _free_port()
     server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "fake_llm.py"),
                                str(port), str(args.delay_ms)])
@@ -145,43 +203,54 @@ def main() -> None:
         except ImportError:
             have_langgraph = False
         rows = []
-        for label, graph in (("research (10 stages)", research()),
-                             ("layered 200 (20 wide)", layered(200, 20))):
+        for label, key in (("research (10 stages)", "research"),
+                           ("layered 200 (20 wide)", "layered-200")):
+            graph = GRAPHS[key]()
             crit = depth(graph) * args.delay_ms / 1000
             results: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
+            whole: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
             for _ in range(args.repeat):
-                with tempfile.TemporaryDirectory() as tmp:
+                with _workdir(args.workdir) as tmp:
                     results["stagecoach"].append(
                         asyncio.run(run_stagecoach(graph, provider, Path(tmp))))
+                with _workdir(args.workdir) as tmp:
+                    whole["stagecoach"].append(process_stagecoach(graph, provider, Path(tmp)))
                 if have_langgraph:
                     results["langgraph"].append(asyncio.run(run_langgraph(graph, url)))
+                    whole["langgraph"].append(process_langgraph(key, url))
             for peer, times in results.items():
                 if not times:
                     continue
                 m = statistics.median(times)
                 rows.append((label, peer, len(graph), depth(graph), crit, m, m / crit,
-                             (m - crit) / len(graph) * 1000))
+                             (m - crit) / len(graph) * 1000, statistics.median(whole[peer])))
         print(f"\nLocal orchestration overhead, provider delay {args.delay_ms:.0f} ms, "
-              f"median of {args.repeat} runs")
+              f"median of {args.repeat} runs, run directories under {args.workdir}")
         print(f"{'graph':24} {'peer':11} {'stages':>6} {'depth':>5} {'crit(s)':>8} "
-              f"{'makespan(s)':>11} {'ratio':>6} {'overhead/stage(ms)':>19}")
+              f"{'makespan(s)':>11} {'ratio':>6} {'overhead/stage(ms)':>19} "
+              f"{'process(s)':>10}")
         for r in rows:
             print(f"{r[0]:24} {r[1]:11} {r[2]:6d} {r[3]:5d} {r[4]:8.3f} {r[5]:11.3f} "
-                  f"{r[6]:6.2f} {r[7]:19.2f}")
+                  f"{r[6]:6.2f} {r[7]:19.2f} {r[8]:10.3f}")
+        print("process: wall time of the whole program (`stagecoach run FILE` with its "
+              "trace, report and summary; a Python program importing LangGraph)")
         if not have_langgraph:
             print("(langgraph not installed: `make bench` installs it)")
-        graph = layered(500, 25)
+        graph = GRAPHS["layered-500"]()
         cassette = [{"stage": n, "response": {"content": "ok", "usage": {"input": 5,
                                                                            "output": 1}}}
                     for n, _ in graph]
         replay = {"type": "replay", "cassette": {"path": "cassette.yaml"}}
-        times = []
+        times, procs = [], []
         for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory() as tmp:
+            with _workdir(args.workdir) as tmp:
                 times.append(asyncio.run(run_stagecoach(graph, replay, Path(tmp), cassette)))
-        m = statistics.median(times)
-        print(f"\n500-stage replay run (layered, 25 wide): {m:.2f} s median, "
-              f"{len(graph) / m:.0f} stages/s")
+            with _workdir(args.workdir) as tmp:
+                procs.append(process_stagecoach(graph, replay, Path(tmp), cassette))
+        m, w = statistics.median(times), statistics.median(procs)
+        print(f"\n500-stage replay run (layered, 25 wide): executor {m:.2f} s median, "
+              f"{len(graph) / m:.0f} stages/s; `stagecoach run` with reports {w:.2f} s, "
+              f"{len(graph) / w:.0f} stages/s")
     finally:
         server.terminate()
         server.wait(10)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from stagecoach_runner import run_attempt
+from stagecoach_runner import SystemClock, TraceWriter, run_attempt
 from stagecoach_runner.providers import ProviderPool
 
 from .. import telemetry
@@ -37,6 +37,7 @@ from ..attempts import build_attempt, outcome_from_result
 from ..engine import (
     Action,
     ApprovalDecision,
+    ApprovalVerdict,
     AttemptOutcome,
     RunState,
     StartAttempt,
@@ -67,6 +68,16 @@ _PROGRESS = frozenset({"StageSucceeded", "StageReused", "ApprovalDecided"})
 """Events after which ``state.json`` is worth rewriting (what a resume could reuse)."""
 AUTO_APPROVER = "auto-approve"
 """The approver recorded for ``--auto-approve`` decisions."""
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One engine pass waiting for its commit: what to show and answer once durable."""
+
+    state: RunState
+    events: list[dict[str, Any]]
+    verdicts: list[ApprovalVerdict]
+    now: datetime
 
 
 @dataclass(frozen=True)
@@ -143,15 +154,25 @@ class LocalExecutor:
         self.notes = notes
         self._approval_refs: dict[str, str] = {}
         self._saved: datetime | None = None
+        self._saving: asyncio.Future[None] | None = None
+        """The ``state.json`` write in flight (a worker thread), if any."""
         self._dirty = False
         self._status_at: datetime | None = None
         self._status_key: tuple[Any, ...] | None = None
         self._status_dirty = False
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._passes: list[_Pass] = []
+        """Passes planned but not yet durable, oldest first."""
+        self._committing: asyncio.Future[None] | None = None
+        self._commit_error: StoreError | None = None
+        self.durable: RunState = self.state
+        """The state as of the last pass on disk (what status and listeners see)."""
         self._tasks: dict[Key, tuple[asyncio.Task[AttemptResult], StartAttempt]] = {}
         self._done: asyncio.Queue[tuple[StartAttempt, AttemptResult | None]] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._traceparent: str | None = None
+        self._runner_clock = SystemClock()
 
     def request_cancel(self, by: str = "Ctrl-C") -> None:
         """Terminate the run (what Ctrl-C and SIGTERM do)."""
@@ -209,6 +230,7 @@ class LocalExecutor:
             if self.resume is not None:
                 await self._apply_resume()
             while True:
+                self._check_commits()
                 now = self.clock()
                 self.desk.collect(self.state, now)
                 plan = step(self.pipeline, self.state, now, outcomes,
@@ -218,42 +240,113 @@ class LocalExecutor:
                 self.state = plan.state
                 events = await self._record(plan.actions, now)
                 await self._store_decisions(events)  # before the attempts that read them
-                # Group commit: the pass's outputs and events are durable before any of
-                # it is acted on or shown (the observed attempts' outputs go first).
-                await self._commit()
                 for stop in plan.stops():
                     self._stop(stop)
                 for start in plan.starts():
                     self._start(start)
-                for verdict in self.desk.answer(self.state, plan.verdicts):
-                    if not verdict.accepted:
-                        self._note(f"decision refused: {verdict.message}")
-                self._publish(events, now)
-                self._gates(events, now)
-                if any(e["type"] in _PROGRESS for e in events):
-                    self._dirty = True
-                wake_at = plan.wake_at
-                if self._status_dirty and self._status_at is not None:
-                    due = self._status_at + STATUS_EVERY
-                    wake_at = due if wake_at is None else min(wake_at, due)
-                if self._dirty:  # a run killed hard can still be resumed from its state
-                    due = self._saved + SAVE_EVERY if self._saved is not None else now
-                    if now >= due:
-                        self._save_state()
-                        self._saved, self._dirty = now, False
-                    else:
-                        wake_at = due if wake_at is None else min(wake_at, due)
+                self._enqueue(_Pass(self.state, events, plan.verdicts, now))
                 if self.state.terminal:
                     break
-                outcomes = await self._wait(wake_at)
+                outcomes = await self._wait(plan.wake_at)
             await self._drain()
+            await self._flush()
         finally:
             self._signals(False)
+            self._cancel_timers()
+            if self._committing is not None:  # the loop failed: finish on our own below
+                self._committing.cancel()
             self.desk.close(self.state)
             self._commit_sync()
+            if self._saving is not None:
+                await asyncio.wait([self._saving])
+            self.durable = self.state
             self._save_state()
             self._write_status()
         return self.state
+
+    # -- group commit ------------------------------------------------------------------
+    # A pass's outputs and events reach the disk together, the observed attempts' outputs
+    # first (:mod:`.commit`), before anything of the pass is shown or answered: status,
+    # state.json, the listener, verbs' answers, gates, the end of the run. Commits run one
+    # at a time beside the loop; passes planned while one is in flight share the next
+    # (classic group commit), so the loop never waits for the disk. Attempts a pass starts
+    # begin at once: what they write is committed after that pass's events, and a crash
+    # before then reruns them, as it would any attempt that had not ended.
+    def _enqueue(self, done: _Pass) -> None:
+        self._passes.append(done)
+        if self._committing is None:
+            self._committing = asyncio.ensure_future(self._commit_passes())
+
+    async def _commit_passes(self) -> None:
+        try:
+            while self._passes and self._commit_error is None:
+                passes, self._passes = self._passes, []
+                try:
+                    await self._commit()
+                except StoreError as e:
+                    self._commit_error = e
+                    self._wake.set()
+                    return
+                for done in passes:
+                    self._durable(done)
+        finally:
+            self._committing = None
+
+    def _check_commits(self) -> None:
+        if self._commit_error is not None:
+            raise self._commit_error
+
+    async def _flush(self) -> None:
+        """Wait until every pass so far is durable and published."""
+        while self._committing is not None:
+            await asyncio.wait([self._committing])
+        self._check_commits()
+
+    def _durable(self, done: _Pass) -> None:
+        """A pass reached the disk: show it, answer it, act on its gates."""
+        self.durable = done.state
+        for verdict in self.desk.answer(done.state, done.verdicts):
+            if not verdict.accepted:
+                self._note(f"decision refused: {verdict.message}")
+        self._publish(done.events, done.now)
+        self._gates(done.events, done.now)
+        if any(e["type"] in _PROGRESS for e in done.events):
+            self._dirty = True
+        if self._dirty:  # a run killed hard can still be resumed from its state
+            due = self._saved + SAVE_EVERY if self._saved is not None else done.now
+            if done.now >= due and self._saving is None:
+                self._saving = asyncio.ensure_future(
+                    asyncio.to_thread(self._write_state, self._state_doc(done.state)))
+                self._saving.add_done_callback(self._saved_state)
+                self._saved, self._dirty = done.now, False
+            else:
+                self._timer("state", max(due, done.now + timedelta(milliseconds=50)))
+        if self._status_dirty and self._status_at is not None:
+            self._timer("status", self._status_at + STATUS_EVERY)
+
+    def _timer(self, kind: str, when: datetime) -> None:
+        """Write ``status.json`` or ``state.json`` at ``when`` if still due then."""
+        if kind in self._timers or self._loop is None:
+            return
+        delay = max(0.0, (when - self.clock()).total_seconds())
+
+        def fire() -> None:
+            self._timers.pop(kind, None)
+            if kind == "status" and self._status_dirty:
+                self._write_status()
+                self._status_at = self.clock()
+            elif kind == "state" and self._dirty and self._saving is None:
+                self._saving = asyncio.ensure_future(
+                    asyncio.to_thread(self._write_state, self._state_doc(self.durable)))
+                self._saving.add_done_callback(self._saved_state)
+                self._saved, self._dirty = self.clock(), False
+
+        self._timers[kind] = self._loop.call_later(delay, fire)
+
+    def _cancel_timers(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
 
     async def _apply_resume(self) -> None:
         seed = self.resume
@@ -267,8 +360,7 @@ class LocalExecutor:
             run = self.state.stages[name]
             if run.output_ref is None and not run.fan_out and run.inline_output is not None:
                 await self._store_decision(name, run.iteration, run.inline_output)
-        await self._commit()
-        self._publish(events, now)
+        self._enqueue(_Pass(self.state, events, [], now))
 
     async def _wait(self, wake_at: datetime | None) -> list[AttemptOutcome]:
         timeout = None
@@ -354,13 +446,21 @@ class LocalExecutor:
                 self._note(f"cannot write the run's last outputs and events: {e}")
 
     def _save_state(self) -> None:
+        self._write_state(self._state_doc(self.state))
+
+    def _state_doc(self, state: RunState) -> tuple[dict[str, Any], dict[str, Any] | None]:
         store = None if not self._external_refs else self.store_ref.model_dump(
             mode="json", by_alias=True, exclude_none=True)
+        return dump_state(state), store
+
+    def _write_state(self, doc: tuple[dict[str, Any], dict[str, Any] | None]) -> None:
         try:
-            self.run_dir.write_state(self.pipeline.name, self.pipeline.uid,
-                                     dump_state(self.state), store)
+            self.run_dir.write_state(self.pipeline.name, self.pipeline.uid, *doc)
         except (OSError, TypeError, ValueError) as e:
             self._note(f"cannot write {self.run_dir.state}: {e}")
+
+    def _saved_state(self, _: asyncio.Future[None]) -> None:
+        self._saving = None
 
     async def _outcome(self, start: StartAttempt,
                        result: AttemptResult | None) -> AttemptOutcome | None:
@@ -395,8 +495,17 @@ class LocalExecutor:
                                                   self.options.base_dir))
         key: Key = (start.stage or "", start.iteration or 0, start.index, start.attempt or 0)
 
+        # In the run directory in-process attempts append to the executor's own record:
+        # one process, one writer, events in the order they happened (a tie in ``ts``
+        # cannot put a stage's OutputSnapshot after its StageSucceeded), and no file
+        # per attempt (an inode each, the dearest thing a local run writes). A remote
+        # store keeps one record per attempt, as pods do (appends rewrite objects there).
+        sink = None if self._commits is None else TraceWriter(
+            self.store, spec, self._runner_clock, writer_id=self.options.writer_id,
+            redactor=self.pool.redactor)
+
         async def attempt() -> AttemptResult:
-            return await run_attempt(spec, self.store, pool=self.pool,
+            return await run_attempt(spec, self.store, pool=self.pool, trace_writer=sink,
                                      traceparent=self._traceparent, logs=self.run_dir.logs)
 
         task = asyncio.create_task(attempt(), name=spec.label)
@@ -449,15 +558,15 @@ class LocalExecutor:
             await self.store.append_trace(self.options.writer_id, events)
         return events
 
-    def _output_refs(self) -> dict[str, str]:
+    def _output_refs(self, state: RunState) -> dict[str, str]:
         refs = dict(self._approval_refs)
-        refs.update({name: run.output_ref for name, run in self.state.stages.items()
+        refs.update({name: run.output_ref for name, run in state.stages.items()
                      if run.output_ref})
         return refs
 
     def _publish(self, events: list[dict[str, Any]], now: datetime) -> None:
         """Tell the listener; write ``status.json`` when due (:data:`STATUS_EVERY`)."""
-        st = self.state
+        st = self.durable
         key = (st.phase, st.suspended, st.shutdown, st.failure is not None)
         self._status_dirty = self._status_dirty or bool(events) or key != self._status_key
         if self._status_dirty and (key != self._status_key or self._status_at is None
@@ -465,13 +574,13 @@ class LocalExecutor:
             self._write_status()
             self._status_at, self._status_key = now, key
         if self.listener is not None:
-            self.listener(self.state, events)
+            self.listener(st, events)
 
     def _write_status(self) -> None:
         refs = {name: self.store.ref(ref) if self._external_refs else ref
-                for name, ref in self._output_refs().items()}
+                for name, ref in self._output_refs(self.durable).items()}
         try:
-            self.run_dir.write_status(to_status(self.pipeline, self.state, output_refs=refs,
+            self.run_dir.write_status(to_status(self.pipeline, self.durable, output_refs=refs,
                                                 trace_ref=str(self.run_dir.trace)))
         except OSError as e:
             self._note(f"cannot write {self.run_dir.status}: {e}")
