@@ -260,16 +260,19 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
         print(f"stagecoach run: the store failed: {e}", file=sys.stderr)
         return 1
     run_dir.write_trace(events)
-    from ..report import summary_text, write_report
+    from ..report import load_run, summary_text, write_report
 
     if state.final_output is not None:
         run_dir.write_output(state.final_output)
-    write_report(run_dir.path, run_dir.report)
+    # One read of the run directory for both reports; the trace and the manifest's
+    # facts are at hand already.
+    data = load_run(run_dir.path, events=events, facts=(resolved.name, resolved.max_tokens))
+    write_report(run_dir.path, run_dir.report, data=data)
     if recorder is not None and record is not None:
         recorder.save(record)
         n = len(recorder.cassette.entries)
         print(f"cassette recorded: {record} ({n} entr{'y' if n == 1 else 'ies'})" if n else
               f"cassette recorded: {record} has no entries: no stage called a model provider")
-    print(summary_text(run_dir.path))
+    print(summary_text(run_dir.path, data=data))
     print(f"report: {run_dir.report}")
     return exit_code(state.phase)

@@ -319,6 +319,7 @@ _NO_LOADER = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport
 _NAMED_ARG = {"map": "filter", "select": "test", "reject": "test"}
 
 
+@functools.lru_cache(maxsize=4096)
 def template_error(source: str) -> SourceError | None:
     """Everything that makes ``source`` fail on every render, or None.
 
@@ -381,10 +382,15 @@ def check_template(source: str) -> str | None:
 def template_stage_refs(source: str) -> set[str]:
     """Stage names the template reads as ``stages.x`` or ``stages['x']``; empty when it
     does not parse (:func:`template_error` says why)."""
+    return set(_template_refs(source))
+
+
+@functools.lru_cache(maxsize=4096)
+def _template_refs(source: str) -> frozenset[str]:
     try:
         ast = template_env().parse(source)
     except (jinja2.TemplateSyntaxError, RecursionError):
-        return set()
+        return frozenset()
     out: set[str] = set()
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
@@ -395,7 +401,7 @@ def template_stage_refs(source: str) -> set[str]:
             out.add(node.attr)
         elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
             out.add(node.arg.value)
-    return out
+    return frozenset(out)
 
 
 class _Recorder(dict[str, Any]):

@@ -34,17 +34,21 @@ __all__ = [
 ]
 
 
-def summary_text(run_dir: Path, width: int | None = None) -> str:
-    """The plain-text report of a run directory (``width``: the terminal's, by default)."""
+def summary_text(run_dir: Path, width: int | None = None, *,
+                 data: RunData | None = None) -> str:
+    """The plain-text report of a run directory (``width``: the terminal's, by default);
+    ``data``: the run already loaded (:func:`load_run`), to read it only once."""
     if width is None:
         width = min(max(shutil.get_terminal_size((100, 24)).columns, 60), 160)
-    return render_terminal(load_run(run_dir), width=width)
+    return render_terminal(data if data is not None else load_run(run_dir), width=width)
 
 
-def write_report(run_dir: Path, out: Path) -> None:
-    """Write the HTML report of ``run_dir`` to ``out`` (atomically)."""
+def write_report(run_dir: Path, out: Path, *, data: RunData | None = None) -> None:
+    """Write the HTML report of ``run_dir`` to ``out`` (atomically); ``data`` as for
+    :func:`summary_text`."""
     out = Path(out)
-    text = render_html(load_run(run_dir), generated=datetime.now(UTC), links_from=out.parent)
+    text = render_html(data if data is not None else load_run(run_dir),
+                       generated=datetime.now(UTC), links_from=out.parent)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(text, encoding="utf-8")

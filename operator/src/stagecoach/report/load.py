@@ -119,16 +119,23 @@ def _manifest_facts(text: str | None) -> tuple[str | None, int | None]:
             max_tokens if isinstance(max_tokens, int) else None)
 
 
-def load_run(run_dir: Path) -> RunData:
-    """Read a local run directory (every file optional) into :class:`RunData`."""
+def load_run(run_dir: Path, *, events: list[dict[str, Any]] | None = None,
+             facts: tuple[str | None, int | None] | None = None) -> RunData:
+    """Read a local run directory (every file optional) into :class:`RunData`.
+
+    What the caller already holds need not be read again: ``events``, the merged trace
+    (``stagecoach run`` has it in memory), and ``facts``, the pipeline's name and
+    ``spec.budget.maxTokens`` (else parsed from ``pipeline.yaml``).
+    """
     run_dir = Path(run_dir)
     warnings: list[str] = []
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: not a run directory")
     status = _status(run_dir, warnings)
-    events = _events(run_dir, warnings)
+    if events is None:
+        events = _events(run_dir, warnings)
     manifest = _read_text(run_dir / "pipeline.yaml", warnings)
-    name, max_tokens = _manifest_facts(manifest)
+    name, max_tokens = facts if facts is not None else _manifest_facts(manifest)
     if name is None:
         name = next((str(e["pipeline"]) for e in events if e.get("pipeline")), None)
     final_output = _read_text(run_dir / "output.txt", warnings)

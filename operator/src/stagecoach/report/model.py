@@ -301,11 +301,14 @@ def _close_open(attempts: list[Attempt], events: list[dict[str, Any]], end: date
     short or written before it did: stopped when superseded or the run ended."""
     gotos = [ts for ev in events if ev.get("type") == "Decision"
              and _data(ev).get("action") == "goto" and (ts := parse_ts(ev.get("ts")))]
+    rows: dict[tuple[str, int | None], list[Attempt]] = {}
+    for b in attempts:
+        rows.setdefault((b.stage, b.index), []).append(b)
     for a in attempts:
         if a.ended:
             continue
-        later = [b.start for b in attempts if b.stage == a.stage and b.index == a.index
-                 and (b.iteration, b.attempt) > (a.iteration, a.attempt) and b.start >= a.start]
+        later = [b.start for b in rows[(a.stage, a.index)]
+                 if (b.iteration, b.attempt) > (a.iteration, a.attempt) and b.start >= a.start]
         if later:
             cut = [g for g in gotos if a.start <= g <= min(later)]
             a.end, a.outcome = (min(cut) if cut else min(later)), "stopped"

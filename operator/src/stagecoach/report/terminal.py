@@ -111,8 +111,9 @@ def _timeline(data: RunData, width: int) -> list[str]:
     cols = max(20, width - label_w - tail_w - 5)
     axis = _Axis(data.start, data.end, cols)
     lines[0] += f" (0 → {fmt_duration(axis.span)}, one column ≈ {fmt_duration(axis.span / cols)})"
-    nexts = {a.key: b.start for a in rows for b in rows
-             if b.instance == a.instance and b.attempt == a.attempt + 1}
+    starts = {(a.instance, a.attempt): a.start for a in rows}
+    nexts = {a.key: start for a in rows
+             if (start := starts.get((a.instance, a.attempt + 1))) is not None}
     entries: list[tuple[datetime, int, str]] = []
     for n, a in enumerate(rows):
         bar = _bar(a, axis, nexts.get(a.key))
