@@ -16,7 +16,7 @@ ServiceAccount so the audit log can tell its requests apart) on it, and measures
 Every peer is a function ``(ControlPlane) -> figures`` (a dict, see :data:`ROWS`), kept
 in :data:`PEERS`; the table prints one column per peer. A peer that cannot run returns
 ``{"blocker": "<command>: <error>"}`` and the bench prints that instead of numbers.
-Stagecoach's column is added by registering its function in :data:`PEERS`.
+Stagecoach's column is :mod:`cluster_stagecoach`'s (the operator on the same cluster).
 
 Argo is a loopback-only benchmark peer here: never shipped, packaged or exposed.
 
@@ -74,6 +74,8 @@ DAG: dict[str, list[str]] = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"], "
 STEP_COMMAND = ["sleep", "0.2"]
 CLUSTER_PARENT = "/var/tmp"
 HEALTH_PORT = 6060  # hard-coded in cmd/workflow-controller/main.go
+LEASES = "coordination.k8s.io/leases"
+"""Leader election renews its Lease on a clock, not per step: counted apart."""
 
 JSON = dict[str, Any]
 Figures = dict[str, Any]
@@ -87,7 +89,8 @@ ROWS: list[tuple[str, str]] = [
     ("dag.transition.b,c->d", "    b,c -> d (s)"),
     ("dag.transition.d->e", "    d -> e (s)"),
     ("dag.finish_s", "  last step exited -> workflow done (s)"),
-    ("dag.requests_per_step", "  controller API requests / step"),
+    ("dag.requests_per_step", "  controller API requests / step (no Lease)"),
+    ("dag.lease_requests", "  controller Lease requests (leader election)"),
     ("dag.pod_requests_per_step", "  executor-pod API requests / step"),
     ("dag.cpu_s", "  controller CPU (s)"),
     ("dag.rss_peak_mib", "  controller peak RSS (MiB)"),
@@ -100,7 +103,8 @@ ROWS: list[tuple[str, str]] = [
     ("load.latency_p99_s", "  workflow latency p99 (s)"),
     ("load.transition_p50_s", "  transition latency p50 (s)"),
     ("load.transition_p99_s", "  transition latency p99 (s)"),
-    ("load.requests_per_step", "  controller API requests / step"),
+    ("load.requests_per_step", "  controller API requests / step (no Lease)"),
+    ("load.lease_requests", "  controller Lease requests (leader election)"),
     ("load.pod_requests_per_step", "  executor-pod API requests / step"),
     ("load.cpu_s", "  controller CPU (s)"),
     ("load.rss_peak_mib", "  controller peak RSS (MiB)"),
@@ -184,12 +188,31 @@ class ProcSampler:
 
 
 # --------------------------------------------------------------------------- timeline
-class Timeline:
-    """When pods and workflows appeared and finished, as seen by watches (monotonic s)."""
+def _argo_task(meta: JSON) -> str | None:
+    node = meta.get("annotations", {}).get("workflows.argoproj.io/node-name", "")
+    return node.rsplit(".", 1)[-1] if node else None
 
-    def __init__(self, api: KubeAPI, namespace: str) -> None:
+
+class Timeline:
+    """When pods and runs (workflows, pipelines) appeared and finished, as seen by
+    watches (monotonic s). The defaults read Argo's objects; another peer passes the
+    path of its run objects, the pod label naming the run and how a pod names its task."""
+
+    def __init__(
+        self,
+        api: KubeAPI,
+        namespace: str,
+        *,
+        runs: str = "/apis/argoproj.io/v1alpha1/namespaces/{ns}/workflows",
+        run_label: str = "workflows.argoproj.io/workflow",
+        task_of: Callable[[JSON], str | None] = _argo_task,
+        done_phases: frozenset[str] = frozenset({"Succeeded", "Failed", "Error"}),
+    ) -> None:
         self.api = api
         self.ns = namespace
+        self.run_label = run_label
+        self.task_of = task_of
+        self.done_phases = done_phases
         self.pods: dict[str, JSON] = {}
         self.workflows: dict[str, JSON] = {}
         self.lock = threading.Lock()
@@ -197,7 +220,7 @@ class Timeline:
         self._stop = threading.Event()
         for path, handle in (
             (f"/api/v1/namespaces/{namespace}/pods", self._pod),
-            (f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows", self._workflow),
+            (runs.format(ns=namespace), self._workflow),
         ):
             threading.Thread(
                 target=self._watch,
@@ -228,9 +251,8 @@ class Timeline:
         meta = pod["metadata"]
         with self.changed:
             rec = self.pods.setdefault(meta["name"], {"seen": now})
-            rec["workflow"] = meta.get("labels", {}).get("workflows.argoproj.io/workflow")
-            node = meta.get("annotations", {}).get("workflows.argoproj.io/node-name", "")
-            rec["task"] = node.rsplit(".", 1)[-1] if node else None
+            rec["workflow"] = meta.get("labels", {}).get(self.run_label)
+            rec["task"] = self.task_of(meta)
             status = pod.get("status", {})
             for cs in status.get("containerStatuses", []):
                 if cs["name"] == "main" and "terminated" in cs.get("state", {}):
@@ -244,7 +266,7 @@ class Timeline:
             rec = self.workflows.setdefault(wf["metadata"]["name"], {"seen": now})
             phase = wf.get("status", {}).get("phase")
             rec["phase"] = phase
-            if phase in ("Succeeded", "Failed", "Error"):
+            if phase in self.done_phases:
                 rec.setdefault("done", now)
             self.changed.notify_all()
 
@@ -490,6 +512,12 @@ class ArgoPeer:
         _log(f"workflow-controller up (pid {self.proc.pid}, log {self.log_path})")
         return self
 
+    def submit(self, api: KubeAPI, names: list[str]) -> dict[str, float]:
+        return _submit(api, self.ns, names)
+
+    def failure(self, api: KubeAPI, name: str) -> str:
+        return _failure(self, api, name)
+
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -515,7 +543,7 @@ def _submit(api: KubeAPI, ns: str, names: list[str]) -> dict[str, float]:
 
 
 def _measure(
-    peer: ArgoPeer,
+    peer: Any,
     api: KubeAPI,
     timeline: Timeline,
     sampler: ProcSampler,
@@ -523,12 +551,16 @@ def _measure(
     names: list[str],
     timeout: float,
 ) -> JSON:
-    """Submit ``names`` at once, wait for them, and return the figures of the batch."""
+    """Submit ``names`` at once, wait for them, and return the figures of the batch.
+
+    ``peer`` has ``submit(api, names) -> {name: monotonic submit time}``,
+    ``failure(api, name) -> why it did not succeed``, ``log_tail()``, and the audit-log
+    users ``controller_user`` and ``executor_user`` (its controller, its pods)."""
     mark = audit.mark()
     cpu0 = sampler.cpu_s()
     sampler.reset_peak()
     t0 = time.monotonic()
-    submitted = _submit(api, peer.ns, names)
+    submitted = peer.submit(api, names)
     finished = timeline.wait_done(names, timeout)
     t1 = time.monotonic()
     time.sleep(2.0)  # let trailing requests (pod labelling, status writes) land
@@ -545,7 +577,7 @@ def _measure(
         )
     failed = [n for n in names if wfs[n].get("phase") != "Succeeded"]
     if failed and len(names) == 1:
-        raise PeerBlocked(_failure(peer, api, failed[0]))
+        raise PeerBlocked(peer.failure(api, failed[0]))
     steps = len(names) * len(DAG)
     ctl = audit.count(since=mark, user=peer.controller_user)
     refused = Counter(
@@ -566,11 +598,12 @@ def _measure(
         "wall_s": t1 - t0,
         "steps": steps,
         "failed": len(failed),
-        "first_failure": _failure(peer, api, failed[0]) if failed else None,
+        "first_failure": peer.failure(api, failed[0]) if failed else None,
         "requests": ctl,
         "refused": refused,
         "pod_requests": pod_reqs,
-        "requests_per_step": sum(ctl.values()) / steps,
+        "requests_per_step": sum(n for (_, res), n in ctl.items() if res != LEASES) / steps,
+        "lease_requests": sum(n for (_, res), n in ctl.items() if res == LEASES),
         "pod_requests_per_step": sum(pod_reqs.values()) / steps,
         "cpu_s": cpu,
         "rss_peak_mib": sampler.peak_kib / 1024,
@@ -641,9 +674,24 @@ def argo_figures(
         sampler.stop()
         timeline.stop()
         peer.stop()
+    figures = batch_figures(dag, batch, load,
+                            bin_dir.name + (f" requeue={requeue}" if requeue else ""))
+    if verbose:
+        _log(
+            json.dumps(
+                {k: v for k, v in figures.items() if not k.startswith("detail.")},
+                indent=1,
+                default=str,
+            )
+        )
+    return figures
+
+
+def batch_figures(dag: JSON, batch: JSON, load: int, version: str) -> Figures:
+    """The figures of :data:`ROWS` from a measured single run and a measured batch."""
     one = dag["per_workflow"][0]
     figures: Figures = {
-        "version": bin_dir.name + (f" requeue={requeue}" if requeue else ""),
+        "version": version,
         "dag.wall_s": one["wall_s"],
         "dag.start_s": one.get("start_s"),
         "dag.transition_mean_s": (
@@ -652,6 +700,7 @@ def argo_figures(
         **{f"dag.transition.{k}": v for k, v in one["transition"].items()},
         "dag.finish_s": one.get("finish_s"),
         "dag.requests_per_step": dag["requests_per_step"],
+        "dag.lease_requests": dag["lease_requests"],
         "dag.pod_requests_per_step": dag["pod_requests_per_step"],
         "dag.cpu_s": dag["cpu_s"],
         "dag.rss_peak_mib": dag["rss_peak_mib"],
@@ -666,6 +715,7 @@ def argo_figures(
         "load.transition_p50_s": _percentile(batch["transitions"], 50),
         "load.transition_p99_s": _percentile(batch["transitions"], 99),
         "load.requests_per_step": batch["requests_per_step"],
+        "load.lease_requests": batch["lease_requests"],
         "load.pod_requests_per_step": batch["pod_requests_per_step"],
         "load.cpu_s": batch["cpu_s"],
         "load.rss_peak_mib": batch["rss_peak_mib"],
@@ -676,19 +726,12 @@ def argo_figures(
             AuditLog.table(batch["refused"]) if batch["refused"] else None
         ),
     }
-    if verbose:
-        _log(
-            json.dumps(
-                {k: v for k, v in figures.items() if not k.startswith("detail.")},
-                indent=1,
-                default=str,
-            )
-        )
     return figures
 
 
 PEERS: dict[str, Callable[..., Figures]] = {"Argo": argo_figures}
-"""Column name -> ``f(cluster, *, load=N) -> figures``. Stagecoach adds its own here."""
+"""Column name -> ``f(cluster, *, load=N) -> figures``. :func:`main` puts Stagecoach's
+(:mod:`cluster_stagecoach`) first."""
 
 
 # --------------------------------------------------------------------------- output
@@ -794,7 +837,9 @@ def main(argv: list[str] | None = None) -> int:
     except PeerBlocked as err:
         argo_bin, build_blocker = None, str(err)
     columns: dict[str, Figures] = {}
-    peers = dict(PEERS)
+    from cluster_stagecoach import stagecoach_figures
+
+    peers = {"Stagecoach": stagecoach_figures, **PEERS}
     for value in args.argo_requeue:
         peers[f"Argo rq={value}"] = functools.partial(
             argo_figures, requeue=value, namespace=f"argo-bench-rq{len(peers)}"

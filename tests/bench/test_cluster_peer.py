@@ -1,4 +1,5 @@
-"""The cluster peer bench as a test: Argo Workflows on the test control plane.
+"""The cluster peer bench as a test: Stagecoach and Argo Workflows on one test control
+plane.
 
 Why: ``bench/cluster_peer.py`` is run by hand or by ``make bench-cluster``; this test keeps
 it working (it builds Argo if needed, runs the DAG and a load of
@@ -20,6 +21,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import cluster_peer
+import cluster_stagecoach
 
 pytestmark = [pytest.mark.bench, pytest.mark.cluster]
 
@@ -49,16 +51,22 @@ def test_workflow_figures_measures_edges_from_the_latest_dependency() -> None:
     assert out["finish_s"] == 0.5
 
 
-def test_argo_peer_on_the_test_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+def test_stagecoach_and_argo_on_the_test_cluster(capsys: pytest.CaptureFixture[str]) -> None:
     load = int(os.environ.get("STAGECOACH_BENCH_LOAD", "50"))
     try:
         argo_bin: Path | None = cluster_peer.ensure_argo()
         blocker = None
     except cluster_peer.PeerBlocked as err:
         argo_bin, blocker = None, str(err)
-    columns = cluster_peer.run_peers(argo_bin, blocker, load=load)
+    peers = {"Stagecoach": cluster_stagecoach.stagecoach_figures, **cluster_peer.PEERS}
+    columns = cluster_peer.run_peers(argo_bin, blocker, load=load, peers=peers)
     with capsys.disabled():
         print("\n" + cluster_peer.format_table(columns))
+    ours = columns["Stagecoach"]
+    assert "blocker" not in ours, ours.get("blocker")
+    assert ours["load.failed"] == 0
+    for key, _label in cluster_peer.ROWS:
+        assert ours.get(key) is not None, key
     argo = columns["Argo"]
     if "blocker" in argo:
         pytest.skip(f"Argo cannot run on this control plane: {argo['blocker']}")

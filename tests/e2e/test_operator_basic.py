@@ -47,6 +47,12 @@ def test_hello_pipeline_succeeds(operator: Operator, kubectl: Kubectl) -> None:
     kubectl.wait_for(("pods",), lambda pods: not [
         p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")],
         timeout=30, operator=operator)
+    # A Succeeded pod may go before the Job controller counted it (its tracking
+    # finalizer holds it until then): every Job still ends Complete, none Failed.
+    kubectl.wait_for(("jobs", "-l", "stagecoach.dev/pipeline=hello"), lambda jobs: all(
+        any(c["type"] == "Complete" and c["status"] == "True"
+            for c in (j.get("status") or {}).get("conditions") or [])
+        for j in jobs["items"]), timeout=30, operator=operator)
     final = kubectl.get("configmap", status["outputRef"].split(":", 1)[1])
     assert "pipeline ran" in next(iter(final["data"].values()))
     events = kubectl.items("events", "--field-selector", "involvedObject.name=hello")

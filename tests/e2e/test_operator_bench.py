@@ -2,8 +2,9 @@
 
 Measures, and prints (asserts nothing about speed):
 
-* stage-transition latency: a Job's ``Complete`` → the next Job's ``ADDED``, both as
-  seen by one watch on the Jobs (p50, p99) over a chain of no-op agent stages;
+* stage-transition latency: an attempt finished (its pod ``Succeeded`` or its Job
+  ``Complete``, whichever a watch sees first) → the next Job's ``ADDED`` (p50, p99)
+  over a chain of no-op agent stages;
 * throughput: N concurrent 5-stage pipelines, wall time and stages per second;
 * API requests per stage attempt, as the API server's audit log counts the operator's
   ServiceAccount (per verb and resource), and the operator's own counter (``/metrics``);
@@ -59,25 +60,40 @@ def chain(name: str, n: int) -> dict[str, Any]:
 
 async def watch_jobs(kubeconfig: str, ns: str, expect: int,
                      out: dict[str, dict[str, float]]) -> None:
+    """``out["added"]``: when each Job was first seen; ``out["done"]``: when its attempt
+    was first seen finished: its pod Succeeded (the operator reacts to that) or the Job
+    Complete (the Job controller says so up to a second later), whichever came first."""
     rest = await RestClient.connect(kubeconfig)
-    try:
+
+    async def watch(path: str, seen: Any) -> None:
         resp = await rest.api.call_api(
-            f"/apis/batch/v1/namespaces/{ns}/jobs", "GET",
-            query_params=[("watch", "true")], header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"], _preload_content=False,
-            _return_http_data_only=True)
+            path, "GET", query_params=[("watch", "true")],
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+            _preload_content=False, _return_http_data_only=True)
         while len(out["done"]) < expect:
             line = await asyncio.wait_for(resp.content.readline(), 300)
             if not line:
                 break
-            ev = json.loads(line)
-            obj, now = ev["object"], time.monotonic()
-            name = obj["metadata"]["name"]
-            out["added"].setdefault(name, now)
-            conds = (obj.get("status") or {}).get("conditions") or []
-            if any(c["type"] == "Complete" and c["status"] == "True" for c in conds):
-                out["done"].setdefault(name, now)
+            seen(json.loads(line)["object"], time.monotonic())
+
+    def job(obj: dict[str, Any], now: float) -> None:
+        name = obj["metadata"]["name"]
+        out["added"].setdefault(name, now)
+        conds = (obj.get("status") or {}).get("conditions") or []
+        if any(c["type"] == "Complete" and c["status"] == "True" for c in conds):
+            out["done"].setdefault(name, now)
+
+    def pod(obj: dict[str, Any], now: float) -> None:
+        owner = (obj["metadata"].get("labels") or {}).get("batch.kubernetes.io/job-name")
+        if owner and (obj.get("status") or {}).get("phase") == "Succeeded":
+            out["done"].setdefault(owner, now)
+
+    pods = asyncio.ensure_future(watch(f"/api/v1/namespaces/{ns}/pods", pod))
+    try:
+        await watch(f"/apis/batch/v1/namespaces/{ns}/jobs", job)
     finally:
+        pods.cancel()
+        await asyncio.gather(pods, return_exceptions=True)
         await rest.close()
 
 
@@ -150,7 +166,7 @@ def test_operator_bench(crds: ControlPlane, kube_namespace: str, kubectl: Kubect
                + AuditLog.table(counts) + "\nper attempt: " + ", ".join(
                    f"{v} {r} {c / attempts:.2f}" for (v, r), c in counts.most_common()))
         lat_sorted = sorted(lat)
-        print(f"\nstage transition (Job Complete -> next Job ADDED, watch): "
+        print(f"\nstage transition (attempt done -> next Job ADDED, watch): "
               f"p50 {statistics.median(lat):.0f} ms, "
               f"p99 {lat_sorted[min(len(lat) - 1, int(len(lat) * 0.99))]:.0f} ms "
               f"(n={len(lat)}: {[round(x) for x in lat]})")

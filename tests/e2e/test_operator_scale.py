@@ -142,7 +142,7 @@ def test_200_pipelines_run_every_stage_exactly_once(metered: Any, crds: ControlP
            f"{attempts / wall:.1f} stages/s; {passes:.0f} reconcile passes, mean "
            f"{spent / max(passes, 1) * 1000:.1f} ms")
     if lat:
-        figure(f"SCALE | stage transition (Job Complete -> next Job ADDED) at "
+        figure(f"SCALE | stage transition (attempt done -> next Job ADDED) at "
                f"{PIPELINES} pipelines: p50 {statistics.median(lat):.0f} ms, p99 "
                f"{lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.0f} ms (n={len(lat)})")
     figure(f"SCALE | operator: {cpu / attempts * 1000:.1f} ms CPU per stage attempt "

@@ -51,7 +51,7 @@ exactly what it calls (kopf only watches; it never writes to our objects). */}}
   verbs: [get, list, watch, create, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, delete]
+  verbs: [list, watch, delete]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, create, update]

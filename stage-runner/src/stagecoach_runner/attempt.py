@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
-from stagecoach.api import AttemptResult, AttemptSpec, format_duration
+from stagecoach.api import AttemptResult, AttemptSpec, format_duration, inline_output
 from stagecoach.store import Store, StoreError, TooLarge, encode_output, output_key
 
 from . import telemetry
@@ -174,7 +174,8 @@ async def _run(
             model=outcome.model,
         )
         await store.put(key, data)
-        return {"output_ref": key, "provider": outcome.provider, "model": outcome.model}
+        return {"output_ref": key, "output": inline_output(data), "provider": outcome.provider,
+                "model": outcome.model}
     if spec.run is None:
         raise AttemptError("InvalidInput", "the stage has neither agent nor run")
     if workdir is not None:

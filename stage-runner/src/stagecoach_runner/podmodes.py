@@ -24,7 +24,7 @@ import signal
 import time
 from pathlib import Path
 
-from stagecoach.api import AttemptResult, AttemptSpec
+from stagecoach.api import AttemptResult, AttemptSpec, inline_output
 from stagecoach.store import Store, StoreError, TooLarge
 
 from .clock import SystemClock
@@ -85,8 +85,9 @@ async def collect_mode(spec: AttemptSpec, store: Store, dir: str,
     started = time.monotonic()
     trace = TraceWriter(store, spec, SystemClock())
     try:
-        key = await collect_output(spec, store, dir, 0, trace=trace)
-        result = AttemptResult(phase="Succeeded", output_ref=key)
+        kept: dict[str, bytes] = {}
+        key = await collect_output(spec, store, dir, 0, trace=trace, kept=kept)
+        result = AttemptResult(phase="Succeeded", output_ref=key, output=inline_output(kept[key]))
     except AttemptError as e:
         result = AttemptResult.failed(e.error_class, e.message)
     except TooLarge as e:

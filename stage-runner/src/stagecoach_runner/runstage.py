@@ -220,8 +220,10 @@ async def collect_output(
     *,
     stderr_tail: str | None = None,
     trace: TraceSink | None = None,
+    kept: dict[str, bytes] | None = None,
 ) -> str:
-    """Check the command's output and store it; returns the output key.
+    """Check the command's output and store it; returns the output key (and, with
+    ``kept``, leaves the stored bytes there under that key).
 
     Exit code non-zero → ``Error`` with the code and the end of stderr; missing or
     invalid JSON (``output.format: json``) → ``MalformedOutput``. A command that writes
@@ -280,4 +282,6 @@ async def collect_output(
         await store.put(key, data)
     except TooLarge as e:
         raise AttemptError("OutputTooLarge", str(e)) from None
+    if kept is not None:
+        kept[key] = data
     return key

@@ -10,6 +10,7 @@ from stagecoach.api import (
     ATTEMPT_ENV,
     ERROR_CLASSES,
     EXIT_CODES,
+    INLINE_OUTPUT_LIMIT,
     AttemptResult,
     AttemptSpec,
     ResolvedStage,
@@ -17,6 +18,7 @@ from stagecoach.api import (
     RunSpec,
     error_class_for_exit,
     exit_code_for,
+    inline_output,
     stage_body,
 )
 
@@ -83,6 +85,24 @@ def test_termination_message_stays_under_4k() -> None:
     ok = AttemptResult(phase="Succeeded", output_ref="outputs/a/1.json")
     assert ok.ok and ok.exit_code == 0
     assert json.loads(ok.to_termination_message())["outputRef"] == "outputs/a/1.json"
+
+
+def test_an_inline_output_is_dropped_before_the_message_is_shortened() -> None:
+    small = json.dumps({"value": "x" * 100}).encode()
+    assert inline_output(small) == small.decode()
+    assert inline_output(b"x" * (INLINE_OUTPUT_LIMIT + 1)) is None
+    assert inline_output(b"\xff\xfe") is None  # not UTF-8: the reader goes to the store
+    fits = AttemptResult(phase="Succeeded", output_ref="k", output=small.decode())
+    assert AttemptResult.from_termination_message(fits.to_termination_message()).output == (
+        small.decode())
+    # Quotes double when escaped: a 2 KiB output of them no longer fits; it goes, the
+    # counters and the key stay.
+    quoted = AttemptResult(phase="Succeeded", output_ref="k", output='"' * INLINE_OUTPUT_LIMIT,
+                           tokens={"input": 7, "output": 9})
+    text = quoted.to_termination_message()
+    back = AttemptResult.from_termination_message(text)
+    assert len(text.encode()) <= 4096 and back.output is None
+    assert (back.output_ref, back.tokens.input, back.tokens.output) == ("k", 7, 9)
 
 
 def test_stage_body_from_resolved() -> None:

@@ -148,7 +148,8 @@ class FakeKube:
         labels = {**job["spec"]["template"]["metadata"]["labels"],
                   "batch.kubernetes.io/job-name": name}
         self.pods[(ns, name + "-pod")] = {
-            "metadata": {"name": name + "-pod", "labels": labels,
+            "metadata": {"name": name + "-pod", "namespace": ns, "labels": labels,
+                         "resourceVersion": self._next(),
                          "creationTimestamp": "2026-01-01T00:00:00Z",
                          "ownerReferences": [{"kind": "Job", "name": name,
                                               "uid": job["metadata"].get("uid")}]},

@@ -84,10 +84,19 @@ def test_watched_gather_reads_jobs_and_pods_only_when_it_must() -> None:
         assert await gather.owned_jobs(("ns", "p"), "pu") == jobs and len(calls) == 1
         # First pass: pods once (a crash may have left some to collect) ...
         assert list(await gather.pods(("ns", "p"), jobs, set())) == ["p-a-1-1"]
-        # ... then only when a Running attempt's Job has finished.
-        assert await gather.pods(("ns", "p"), jobs, {"p-b-1-1"}) == {}
-        assert calls == ["list_jobs_at", "list_pods"]
+        # ... then from the cache (the watch feeds it) ...
+        assert list(await gather.pods(("ns", "p"), jobs, {"p-b-1-1"})) == ["p-a-1-1"]
         assert list(await gather.pods(("ns", "p"), jobs, {"p-a-1-1"})) == ["p-a-1-1"]
+        assert calls == ["list_jobs_at", "list_pods"]
+        # ... unless a Running attempt's Job finished and the cache has no pod for it.
+        kube.finish_job("ns", "p-b-1-1", termination="{}")
+        jobs["p-b-1-1"] = kube.jobs[("ns", "p-b-1-1")]
+        assert sorted(await gather.pods(("ns", "p"), jobs, {"p-b-1-1"})) == [
+            "p-a-1-1", "p-b-1-1"]
+        assert calls == ["list_jobs_at", "list_pods", "list_pods"]
+        gather.pod_cache.observe("DELETED", kube.pods[("ns", "p-a-1-1-pod")])
+        assert list(await gather.pods(("ns", "p"), jobs, set())) == ["p-b-1-1"]
+        assert gather.pipeline_of_pod(kube.pods[("ns", "p-b-1-1-pod")]) == ("ns", "p")
         # A Job the cache lacks is looked up before it counts as deleted.
         pipeline_job(kube, "p-c-1-1")
         assert (await gather.confirm("ns", "p-c-1-1", "pu")) is not None

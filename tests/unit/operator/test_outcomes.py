@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stagecoach.api import AttemptResult
-from stagecoach.operator.outcomes import job_finished, job_result
+from stagecoach.operator.outcomes import attempt_result, job_finished, job_result
 
 
 def job(cond: str | None, reason: str | None = None) -> dict[str, Any]:
@@ -54,3 +54,24 @@ def test_run_stage_uses_main_exit_then_collector() -> None:
     r = job_result(job("Complete"), [pod(["main"], main={"exitCode": 0},
                                          collect={"exitCode": 0, "message": bad})])
     assert r is not None and r.error_class == "MalformedOutput"
+
+
+def test_a_succeeded_pod_ends_its_attempt_before_the_job_controller_says_so() -> None:
+    ok = AttemptResult(phase="Succeeded", output_ref="outputs/s/1.json").to_termination_message()
+    done = pod(["main"], main={"exitCode": 0, "finishedAt": "2026-01-01T00:00:01Z"},
+               collect={"exitCode": 0, "message": ok, "finishedAt": "2026-01-01T00:00:03Z"})
+    done["status"].update(phase="Succeeded", startTime="2026-01-01T00:00:00Z")
+    r = attempt_result(job(None), [done])
+    assert r is not None and r.ok and r.output_ref == "outputs/s/1.json"
+    assert r.duration_ms == 3000  # pod start -> its last container's end
+    # Still running, failed (the Job knows deadlines and evictions) or being deleted:
+    # the Job decides.
+    running = {**done, "status": {**done["status"], "phase": "Running"}}
+    failed = {**done, "status": {**done["status"], "phase": "Failed"}}
+    deleted = {**done, "metadata": {**done["metadata"],
+                                    "deletionTimestamp": "2026-01-01T00:00:04Z"}}
+    assert [attempt_result(job(None), [p]) for p in (running, failed, deleted)] == [
+        None, None, None]
+    assert attempt_result(job(None), []) is None
+    r = attempt_result(job("Failed", "DeadlineExceeded"), [deleted])
+    assert r is not None and r.error_class == "Timeout"

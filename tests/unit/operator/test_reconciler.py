@@ -105,6 +105,46 @@ async def test_a_started_run_whose_record_is_gone_fails_instead_of_running_again
     assert kube.job_creates == ["p-a-1-1"]
 
 
+async def test_an_inline_output_is_read_from_the_result_not_the_store() -> None:
+    kube, rec = setup(agent_pipeline())
+    await rec.reconcile(NS, "p")
+    data = encode_output("hello", "text")
+    result = AttemptResult(phase="Succeeded", output_ref="outputs/a/1.json",
+                           output=data.decode())
+    kube.finish_job(NS, "p-a-1-1", termination=result.to_termination_message())
+    reads: list[str] = []
+    real = kube.get_configmap
+
+    async def counted(ns: str, name: str) -> Any:
+        reads.append(name)
+        return await real(ns, name)
+    kube.get_configmap = counted  # type: ignore[method-assign]
+    await rec.reconcile(NS, "p")
+    assert "p-a-1" not in reads  # the output ConfigMap was never read
+    stages = {s["name"]: s for s in kube.pipelines[(NS, "p")]["status"]["stages"]}
+    assert stages["a"]["phase"] == "Succeeded" and stages["b"]["phase"] == "Running"
+
+
+async def test_a_crash_before_the_first_status_reloads_the_record_it_left() -> None:
+    """A pipeline without status is started without reading a record (none can exist,
+    but for this crash window): the create conflicts and the retried pass reads it."""
+    from stagecoach.store import Conflict
+
+    kube, rec = setup(agent_pipeline())
+    await rec.reconcile(NS, "p")
+    kube.pipelines[(NS, "p")].pop("status")  # the crash: record saved, nothing else
+    kube.jobs.clear()
+    kube.configmaps[(NS, "p-state")]["data"]["jobs.json"] = "[]"
+    _, fresh = setup()
+    fresh.kube = fresh.gather.kube = kube  # type: ignore[assignment]
+    with pytest.raises(Conflict):
+        await fresh.reconcile(NS, "p")
+    assert kube.jobs == {}
+    await fresh.reconcile(NS, "p")
+    assert list(kube.jobs) == [(NS, "p-a-1-1")]
+    assert kube.pipelines[(NS, "p")]["status"]["stages"][0]["attempt"] == 1
+
+
 async def test_a_deleted_job_is_a_failed_attempt() -> None:
     pipe = agent_pipeline()
     pipe["spec"]["defaults"]["retry"] = {"limit": 1, "backoff": {"initial": "1s"}}

@@ -80,6 +80,9 @@ async def test_json_output_with_upstream_and_params(
     assert (result.tokens.input, result.tokens.output) == (10, 5)
     assert (result.provider, result.model) == ("main", "m")
     assert decode_output(await store.get("outputs/s/2.json")).value == {"ok": True}
+    # The stored bytes also travel inline (the operator needs no read of its own).
+    assert result.output is not None
+    assert result.output.encode() == await store.get("outputs/s/2.json")
     body = server.bodies[0][1]
     assert body["messages"][0]["content"].startswith(
         "You are careful.\n\nRespond with a single JSON"

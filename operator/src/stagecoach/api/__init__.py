@@ -9,6 +9,7 @@ from .approval import ApprovalStatus, StageApprovalSpec
 from .attempt import (
     ATTEMPT_ENV,
     EXIT_CODES,
+    INLINE_OUTPUT_LIMIT,
     TERMINATION_LIMIT,
     AttemptResult,
     AttemptSpec,
@@ -18,6 +19,7 @@ from .attempt import (
     UpstreamRef,
     error_class_for_exit,
     exit_code_for,
+    inline_output,
     stage_body,
 )
 from .manifest import (
@@ -106,6 +108,7 @@ __all__ = [
     "DNS_SUBDOMAIN",
     "ERROR_CLASSES",
     "EXIT_CODES",
+    "INLINE_OUTPUT_LIMIT",
     "KINDS",
     "MUTABLE_SPEC_FIELDS",
     "PIPELINE_PHASES",
@@ -184,6 +187,7 @@ __all__ = [
     "error_class_for_exit",
     "exit_code_for",
     "format_duration",
+    "inline_output",
     "load_cassette",
     "load_documents",
     "load_file",

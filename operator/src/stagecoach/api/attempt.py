@@ -32,6 +32,7 @@ from .status import TokenUsage
 __all__ = [
     "ATTEMPT_ENV",
     "EXIT_CODES",
+    "INLINE_OUTPUT_LIMIT",
     "TERMINATION_LIMIT",
     "AttemptResult",
     "AttemptSpec",
@@ -41,6 +42,7 @@ __all__ = [
     "UpstreamRef",
     "error_class_for_exit",
     "exit_code_for",
+    "inline_output",
     "stage_body",
 ]
 
@@ -48,6 +50,8 @@ ATTEMPT_ENV = "STAGECOACH_ATTEMPT"
 """Environment variable holding the :class:`AttemptSpec` as JSON."""
 
 TERMINATION_LIMIT = 4096
+INLINE_OUTPUT_LIMIT = 2048
+"""Stored outputs up to this many bytes also travel in the termination message."""
 """Kubernetes keeps at most 4096 bytes of a container's termination message."""
 
 EXIT_CODES: dict[str, int] = {
@@ -205,6 +209,17 @@ class AttemptSpec(ApiModel):
         return cls.from_json(text)
 
 
+def inline_output(data: bytes) -> str | None:
+    """The stored output ``data`` as :attr:`AttemptResult.output`: UTF-8 text of at most
+    :data:`INLINE_OUTPUT_LIMIT` bytes, else None (the reader goes to the store)."""
+    if len(data) > INLINE_OUTPUT_LIMIT:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 class AttemptResult(ApiModel):
     """What one attempt produced: success with an output key, or an error class."""
 
@@ -215,6 +230,12 @@ class AttemptResult(ApiModel):
         default_factory=TokenUsage, description="Tokens reported, including rejected answers."
     )
     output_ref: str | None = Field(None, description="Store key of the output.")
+    output: str | None = Field(
+        None,
+        description="The stored output's bytes (UTF-8), when they fit the termination "
+        "message: the operator reads them here instead of from the store (one request "
+        "less per attempt). The store stays the record.",
+    )
     duration_ms: int = Field(0, ge=0, description="Wall time of the attempt.")
     provider: str | None = Field(None, description="Provider that answered (agent stages).")
     model: str | None = Field(None, description="Model that answered (agent stages).")
@@ -235,8 +256,11 @@ class AttemptResult(ApiModel):
         return cls(phase="Failed", error_class=error_class, message=message, **kw)
 
     def to_termination_message(self, limit: int = TERMINATION_LIMIT) -> str:
-        """JSON under ``limit`` bytes; the message is shortened (never the counters)."""
+        """JSON under ``limit`` bytes: the inline ``output`` goes first, then the message
+        is shortened (never the counters)."""
         text = self.model_dump_json(by_alias=True, exclude_none=True)
+        if len(text.encode()) > limit and self.output is not None:
+            return self.model_copy(update={"output": None}).to_termination_message(limit)
         if len(text.encode()) <= limit or not self.message:
             return text
         message = self.message

@@ -9,9 +9,14 @@ and goes to the API only when a cache cannot know:
 * its Jobs: one LIST on a pipeline's first pass (and every :data:`~.cache.RESYNC`, and
   after a failed pass), the cache afterwards; a Job the record says was created but the
   cache lacks is confirmed with a GET before it counts as deleted (:meth:`confirm`);
-* pods (not watched): LISTed only when a finished Job's attempt still runs in the state
-  (its result is read from the pod) or, once per run in this process, to collect the
-  pods a crash left behind.
+* pods: the cache of our Succeeded pods, by owning Job (the API server filters that
+  watch: :mod:`.main`). An attempt's result is read from its pod's termination
+  messages, and a Succeeded pod ends its attempt before the Job controller (which
+  batches pod updates for up to a second) marks the Job Complete. A LIST on a run's
+  first pass in this process when any of its Jobs finished (pods a crash left behind),
+  and whenever a Running attempt's Job finished with no pod cached (a Failed pod, which
+  the watch does not carry, or a lagging watch). Unwatched: a LIST only when a finished
+  Job's attempt still runs.
 
 All calls go through :class:`~.kube.Kube`; decisions stay in the engine.
 """
@@ -49,6 +54,8 @@ class Gatherer:
         """AgentPipelines, fed by the watch and our status patches."""
         self.jobs = ObjectCache(owner=owner_of)
         """Stagecoach's Jobs by owning pipeline, fed by the watch and our creations."""
+        self.pod_cache = ObjectCache(owner=lambda o: owner_of(o, "Job"))
+        """Stagecoach's pods by owning Job, fed by the watch and our LISTs."""
         self._swept: set[PipelineKey] = set()
         kube.on_write = self.wrote
 
@@ -84,23 +91,47 @@ class Gatherer:
         self.jobs.put({"apiVersion": "batch/v1", "kind": "Job", **job})
         return job
 
+    def pipeline_of_pod(self, pod: dict[str, Any]) -> PipelineKey | None:
+        """The pipeline whose Job owns ``pod`` (None: not a Job we know)."""
+        ns = (pod.get("metadata") or {}).get("namespace")
+        job = owner_of(pod, "Job")
+        known = self.jobs.get(ns, job) if ns and job else None
+        owner = owner_of(known) if known is not None else None
+        return (ns, owner) if ns and owner else None
+
     async def pods(self, key: PipelineKey, jobs: dict[str, dict[str, Any]],
                    running: set[str]) -> dict[str, list[dict[str, Any]]]:
-        """Pods per Job name, listed only when a Running attempt's Job finished (or on
-        this run's first pass here, when any Job finished); else empty."""
+        """Pods per Job name: from the cache when watched; else listed only when a
+        Running attempt's Job finished (or on this run's first pass here, when any Job
+        finished), otherwise empty."""
         finished = {n for n, j in jobs.items() if job_finished(j)}
-        if not finished or (key in self._swept and not finished & running):
+        if self.watched:
+            cached = {jn: self.pod_cache.owned(key[0], jn) for jn in jobs}
+            lagging = any(not cached[jn] for jn in finished & running)
+            if not (finished and (key not in self._swept or lagging)):
+                return {jn: p for jn, p in cached.items() if p}
+        elif not finished or (key in self._swept and not finished & running):
             return {}
         self._swept.add(key)
         job_uids = {j["metadata"].get("uid"): jn for jn, j in jobs.items()}
         pods: dict[str, list[dict[str, Any]]] = {}
         for pod in await self.kube.list_pods(key[0], pipeline_selector(key[1])):
+            self.pod_cache.put(pod)
             owners = pod.get("metadata", {}).get("ownerReferences") or []
             jn = next((job_uids[o.get("uid")] for o in owners if o.get("uid") in job_uids),
                       None)
             if jn:
                 pods.setdefault(jn, []).append(pod)
         return pods
+
+    def forget_pod(self, pod: dict[str, Any]) -> None:
+        """A pod we deleted: out of the cache (older copies never come back)."""
+        meta = pod.get("metadata") or {}
+        try:
+            version: int | None = int(str(meta.get("resourceVersion")))
+        except ValueError:
+            version = None
+        self.pod_cache.remove(str(meta.get("namespace")), str(meta.get("name")), version)
 
     def failed(self, key: PipelineKey) -> None:
         """A pass failed: list the Jobs and pods again on the next one."""
@@ -110,5 +141,7 @@ class Gatherer:
     def forget(self, key: PipelineKey) -> None:
         """A deleted pipeline."""
         self.pipelines.remove(*key)
+        for job in self.jobs.owned(*key):
+            self.pod_cache.forget((key[0], job["metadata"]["name"]))
         self.jobs.forget(key)
         self._swept.discard(key)

@@ -9,9 +9,11 @@ is ours (:mod:`.record`). An AgentPipeline event triggers its reconcile (a chang
 pipelines waiting to ``resumeFrom`` it; a Job event (label
 ``app.kubernetes.io/managed-by=stagecoach``) triggers its owner pipeline's at once, and a
 finished or deleted Job gives its provider slot back, waking the pipelines waiting for
-it. A StageApproval event goes into the reconciler's index of unanswered approvals
-(:mod:`.approvals`) and triggers the pipeline it names. Pipeline and Job events also
-feed the reconciler's caches (:mod:`.cache`, :mod:`.gather`), so a pass reads neither.
+it. A pod of ours that Succeeded triggers its pipeline too (the Job controller marks
+the Job Complete up to a second later). A StageApproval event goes into the
+reconciler's index of unanswered approvals (:mod:`.approvals`) and triggers the pipeline
+it names. Pipeline, Job and pod events also feed the reconciler's caches (:mod:`.cache`,
+:mod:`.gather`), so a pass reads none of them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from ..store import StoreError
 from .jobs import MANAGED_BY, PROVIDER_LABEL, JobOptions
 from .kube import Kube
 from .metrics import Metrics, serve
-from .outcomes import job_finished
+from .outcomes import job_finished, pod_succeeded
 from .reconciler import Reconciler
 from .retention import default_ttl
 from .runtime import Runtime
@@ -85,6 +87,13 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 60
         settings.scanning.disabled = not clusterwide
+        # Filtered by the API server, not here (kopf's labels= filters client-side): only
+        # our Jobs and pods travel and, of the pods, only those that Succeeded (their
+        # result ends an attempt early; failures come with their Job: :mod:`.gather`).
+        ours = f"{MANAGED_BY}=stagecoach"
+        settings.watching.label_selectors[("batch", "jobs")] = ours
+        settings.watching.label_selectors[("v1", "pods")] = ours
+        settings.watching.field_selectors[("v1", "pods")] = "status.phase=Succeeded"
         import os
 
         memo.kube = await Kube.connect(kubeconfig)
@@ -184,6 +193,17 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
                                                         body["metadata"]["name"]):
                 memo.runtime.trigger(waiter)
         memo.runtime.trigger(key)
+
+    @kopf.on.event("", "v1", "pods", labels={MANAGED_BY: "stagecoach"}, registry=registry)
+    async def pod_event(type: str, body: kopf.Body, event: kopf.RawEvent, **_: Any) -> None:
+        if memo.runtime is None or memo.reconciler is None:
+            return
+        pod = dict(event["object"])
+        memo.reconciler.gather.pod_cache.observe(type, pod)
+        if type != "DELETED" and pod_succeeded(pod):  # ends its attempt (:mod:`.gather`)
+            key = memo.reconciler.gather.pipeline_of_pod(pod)
+            if key is not None:
+                memo.runtime.trigger(key)
 
     @kopf.on.event(GROUP, VERSION, "stageapprovals", registry=registry)
     async def approval_event(type: str, event: kopf.RawEvent, **_: Any) -> None:

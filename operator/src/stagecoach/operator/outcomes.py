@@ -19,7 +19,8 @@ from stagecoach_runner.tracing import writer_id_for
 from ..api import AttemptResult, AttemptSpec, error_class_for_exit
 from ..store import output_key, replay_key, trace_key
 
-__all__ = ["job_finished", "job_result", "owned_by", "writer_keys"]
+__all__ = ["attempt_result", "job_finished", "job_result", "owned_by", "pod_succeeded",
+           "writer_keys"]
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:
@@ -137,6 +138,36 @@ def job_result(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptResult
         return AttemptResult.failed("Error", "the output collector reported no result",
                                     duration_ms=duration)
     return result.model_copy(update={"duration_ms": duration or result.duration_ms})
+
+
+def pod_succeeded(pod: dict[str, Any]) -> bool:
+    """True once a pod ended Succeeded by itself (not one being deleted: a Job's deadline
+    or a stop kills pods, and the Job, not the pod, says why)."""
+    meta = pod.get("metadata") or {}
+    return (pod.get("status") or {}).get("phase") == "Succeeded" and not meta.get(
+        "deletionTimestamp")
+
+
+def attempt_result(job: dict[str, Any], pods: list[dict[str, Any]]) -> AttemptResult | None:
+    """The attempt's result: the finished Job's, or, before the Job controller (which
+    batches pod updates) marks the Job Complete, its Succeeded pod's (the Job has
+    ``backoffLimit: 0``: that pod's success is the Job's). None while it runs. Failures
+    wait for the Job, which knows deadlines and evictions."""
+    if job_finished(job):
+        return job_result(job, pods)
+    pod = _pick(pods)
+    if pod is None or not pod_succeeded(pod):
+        return None
+    status = pod.get("status") or {}
+    ends = [cs["state"]["terminated"].get("finishedAt") or ""
+            for cs in (status.get("containerStatuses") or [])
+            + (status.get("initContainerStatuses") or [])
+            if "terminated" in (cs.get("state") or {})]
+    done = {"type": "Complete", "status": "True"}
+    view = {**job, "status": {"startTime": status.get("startTime"),
+                              "completionTime": max(ends, default="") or None,
+                              "conditions": [done]}}
+    return job_result(view, [pod])
 
 
 def _pick(pods: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -84,7 +84,7 @@ from .jobs import (
 )
 from .kube import Kube, KubeError
 from .metrics import Metrics
-from .outcomes import job_finished, job_result, owned_by, writer_keys
+from .outcomes import attempt_result, job_finished, owned_by, pod_succeeded, writer_keys
 from .record import RunRecord, parse_record, record_body, record_name
 from .rejections import rejected_attempt
 from .resume import ResumeFailed, ResumeWait, resume
@@ -182,6 +182,9 @@ class Reconciler:
         """StageApprovals and ``resumeFrom`` waits (:mod:`.desk`)."""
         self.gather = Gatherer(kube)
         """The watch-fed caches of pipelines and Jobs (:mod:`.gather`)."""
+        self._records_seen: set[PipelineKey] = set()
+        """Pipelines without a status whose record exists all the same (a crash between
+        the first state write and the first status patch): read it, do not start anew."""
 
     def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
         """A ModelProvider event: read the providers again unless only status changed."""
@@ -196,6 +199,7 @@ class Reconciler:
         """Drop caches for a deleted pipeline."""
         self.desk.forget(key)
         self.gather.forget(key)
+        self._records_seen.discard(key)
         self.runs.pop(key, None)
         self.last_status.pop(key, None)
         self.own_versions.pop(key, None)
@@ -357,7 +361,13 @@ class Reconciler:
             return run
         if (body.get("status") or {}).get("phase") in TERMINAL:
             return None  # finished and published: nothing to load (restarts stay cheap)
-        cm = await self.kube.get_configmap(ns, record_name(key[1]))
+        if not body.get("status") and key not in self._records_seen:
+            # Never published: its record is written before its first status, so there is
+            # none to read (if a crash left one, creating ours conflicts and the retried
+            # pass reads it: :meth:`_write_record`).
+            cm = None
+        else:
+            cm = await self.kube.get_configmap(ns, record_name(key[1]))
         owners = [o.get("uid") for o in (cm or {}).get("metadata", {}).get("ownerReferences", [])]
         if cm is not None and uid in owners:
             try:
@@ -407,7 +417,10 @@ class Reconciler:
             except Conflict:
                 old = await self.kube.get_configmap(ns, body["metadata"]["name"])
                 if old is None or owned_by(old, record.pipeline.metadata.uid or ""):
-                    raise  # another operator started this run first: reload its record
+                    # Another operator (or our crashed self) started this run first: the
+                    # retried pass reloads its record.
+                    self._records_seen.add((ns, record.pipeline.metadata.name))
+                    raise
                 # Left by an earlier pipeline of the same name: take it over.
                 body["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
                 created = await self.kube.replace_configmap(ns, body)
@@ -465,7 +478,7 @@ class Reconciler:
         jobs = await self.gather.owned_jobs(key, run.resolved.uid)
         pods = await self.gather.pods(key, jobs, running_jobs(name, state))
         for job in jobs.values():
-            if job_finished(job):
+            if job_finished(job):  # a provider slot is held while its Job is active
                 self.admission.release_job(ns, job)
         outcomes, missing = await self._observe(ns, run, jobs, pods)
         now = self.clock()
@@ -494,12 +507,14 @@ class Reconciler:
                                      f"the API server refused the run state "
                                      f"{record_name(name)} ({size} bytes): {e.api_message}")
                 return
-        await self._flush_outbox(run)
         # The verdicts are in the saved state: answer the StageApprovals now (before a
         # terminal status is published, so a restart in between answers them the same).
         await self.desk.answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
         await self.desk.store_decisions(run.store, run.record.state, run.decisions)
-        created = await self._schedule(ns, run, [*missing, *starts], providers)
+        # The trace append and the Jobs are independent (the events are in the saved
+        # state's outbox until the append lands): one round trip, not two.
+        _, created = await asyncio.gather(
+            self._flush_outbox(run), self._schedule(ns, run, [*missing, *starts], providers))
         for stop in plan.stops():
             await self._stop(ns, run, stop)
         if any(isinstance(a, FinishPipeline) for a in plan.actions):
@@ -533,17 +548,23 @@ class Reconciler:
 
     async def _collect_pods(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
                             pods: dict[str, list[dict[str, Any]]]) -> None:
-        """podGC ``OnPodCompletion``: delete the pods of finished Jobs whose attempt is no
-        longer Running in the state (its result is saved: the state was persisted before
-        this runs). A crash before this point leaves them for the next pass."""
+        """podGC ``OnPodCompletion``: delete the pods of finished Jobs, and the Succeeded
+        pods, whose attempt is no longer Running in the state (its result is saved: the
+        state was persisted before this runs). A Succeeded pod may go before the Job
+        controller marked its Job Complete: the controller's tracking finalizer keeps the
+        pod until it is counted. A crash before this point leaves them for the next pass."""
         if self.pod_gc != "OnPodCompletion" or not pods:
             return
         running = running_jobs(run.resolved.name, run.record.state)
-        doomed = [(p["metadata"]["name"], p["metadata"].get("uid"))
-                  for jn, plist in pods.items()
-                  if jn not in running and jn in jobs and job_finished(jobs[jn])
-                  for p in plist]
-        await asyncio.gather(*(self.kube.delete_pod(ns, name, uid) for name, uid in doomed))
+        doomed = [p for jn, plist in pods.items()
+                  if jn not in running and jn in jobs
+                  for p in plist if job_finished(jobs[jn]) or pod_succeeded(p)]
+        await asyncio.gather(*(self.kube.delete_pod(ns, p["metadata"]["name"],
+                                                    p["metadata"].get("uid"))
+                               for p in doomed))
+        for p in doomed:  # gone: no second DELETE before the watch says so (or ever,
+            # for a Failed pod, which the pod watch does not carry)
+            self.gather.forget_pod(p)
 
     def _release_memory(self, key: PipelineKey) -> None:
         """A finished run needs nothing in memory: its state and outputs are saved and its
@@ -585,13 +606,15 @@ class Reconciler:
                     else:
                         missing.append(start)  # persisted, never created: create it now
                     continue
-                result = job_result(job, pods.get(jn, []))
+                result = attempt_result(job, pods.get(jn, []))
                 if result is None:
                     continue
                 output: Any = None
                 if result.ok and result.output_ref:
                     try:
-                        output = decode_output(await run.store.get(result.output_ref)).value
+                        raw = (result.output.encode() if result.output is not None
+                               else await run.store.get(result.output_ref))
+                        output = decode_output(raw).value
                     except (StoreError, ValueError) as e:
                         result = AttemptResult.failed(
                             "Error", f"cannot read the output: {e}", tokens=result.tokens,

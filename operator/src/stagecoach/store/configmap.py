@@ -39,6 +39,7 @@ operator passes its own API module so that only one operator module talks to the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import builtins
 import copy
@@ -270,23 +271,26 @@ class ConfigMapStore:
         """Create (or take over) the objects of ``keys`` for the pod of Job ``writer``:
         labelled ``stagecoach.dev/writer=<writer>``, owned by the pipeline. An object
         that an earlier attempt wrote keeps its value; one left by another pipeline of
-        the same name is overwritten empty (it is not ours to read)."""
-        for key in keys:
-            name = self.name_for(key)
-            body = self._body(key, name, b"")
-            body["metadata"]["labels"][WRITER_LABEL] = writer
+        the same name is overwritten empty (it is not ours to read). The objects are
+        independent: prepared concurrently."""
+        await asyncio.gather(*(self._prepare_one(key, writer) for key in keys))
 
-            def takeover(old: dict[str, Any], key: str = key,
-                         body: dict[str, Any] = body) -> dict[str, Any] | None:
-                if not self._owned(old, key):
-                    return copy.deepcopy(body)  # not ours (an earlier pipeline): empty
-                if (old["metadata"].get("labels") or {}).get(WRITER_LABEL) == writer:
-                    return None  # prepared already (a repeated reconcile)
-                new = self._with_data(old, key, self._value(old, key))
-                new["metadata"] = copy.deepcopy(body["metadata"])
-                return new
+    async def _prepare_one(self, key: str, writer: str) -> None:
+        name = self.name_for(key)
+        body = self._body(key, name, b"")
+        body["metadata"]["labels"][WRITER_LABEL] = writer
 
-            await self._upsert(name, body, takeover)
+        def takeover(old: dict[str, Any], key: str = key,
+                     body: dict[str, Any] = body) -> dict[str, Any] | None:
+            if not self._owned(old, key):
+                return copy.deepcopy(body)  # not ours (an earlier pipeline): empty
+            if (old["metadata"].get("labels") or {}).get(WRITER_LABEL) == writer:
+                return None  # prepared already (a repeated reconcile)
+            new = self._with_data(old, key, self._value(old, key))
+            new["metadata"] = copy.deepcopy(body["metadata"])
+            return new
+
+        await self._upsert(name, body, takeover)
 
     async def _upsert(self, name: str, body: dict[str, Any],
                       replacement: Callable[[dict[str, Any]], dict[str, Any] | None]
@@ -407,10 +411,16 @@ class ConfigMapStore:
             return
         part = self._parts.get(writer_id, 0)
         cached = self._trace_cache.pop(writer_id, None)
+        # A writer's first append here creates without a read (a run's new record); a
+        # conflict (a record from before a restart) reads it on the next turn.
+        fresh = cached is None and writer_id not in self._parts
         for _ in range(100):
             name = self.name_for(key, part)
-            old = cached if cached is not None and cached["metadata"]["name"] == name else \
-                await self.client.get_configmap(self.namespace, name)
+            if fresh:
+                old, fresh = None, False
+            else:
+                old = cached if cached is not None and cached["metadata"]["name"] == name \
+                    else await self.client.get_configmap(self.namespace, name)
             cached = None
             if old is None:
                 body = self._body(key, name, chunk, part)
