@@ -40,6 +40,8 @@ class GateSteps:
     st: RunState
     now: datetime
     verdicts: list[ApprovalVerdict]
+    shared: set[str]
+    """Stages that had ended when the pass began (their records are the input's)."""
 
     def emit(self, action: Action) -> None:  # pragma: no cover - provided by the planner
         raise NotImplementedError
@@ -125,6 +127,8 @@ class GateSteps:
 
     def check_approval_timeouts(self) -> None:
         for stage in self.p.stages:
+            if stage.approval is None or stage.name in self.shared:
+                continue  # not a gate, or ended before this pass
             run = self.st.stages[stage.name]
             inst = self.waiting_approval(run)
             deadline = approval_deadline(stage, inst) if inst else None

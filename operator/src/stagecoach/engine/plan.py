@@ -309,6 +309,8 @@ class _Planner(GateSteps):
                         self.attempt_failed(s, run, inst, "Timeout", self.st.failure[1],
                                             self.elapsed_ms(inst), retry=False)
         for s in self.p.all_stages:
+            if s.name in self.shared:
+                continue  # ended before this pass: nothing of it runs
             run = self.st.stages[s.name]
             for inst in run.instances:
                 end = policies.attempt_deadline(s, inst)
@@ -754,8 +756,11 @@ class _Planner(GateSteps):
         deadline = policies.pipeline_deadline(self.st.started_at, self.p.timeout)
         if deadline is not None and (self.st.failure is None or self.st.failure[0] != "Timeout"):
             times.append(deadline)
+        holding = self.holding()
         for s in self.p.all_stages:
-            blocked = (self.st.failure is not None and not s.is_finally) or self.holding()
+            if s.name in self.shared:
+                continue  # ended before this pass: nothing of it waits or runs
+            blocked = (self.st.failure is not None and not s.is_finally) or holding
             for inst in self.st.stages[s.name].instances:
                 if inst.phase == "Waiting" and inst.next_attempt_at is not None and not blocked:
                     times.append(inst.next_attempt_at)

@@ -160,8 +160,8 @@ def _dt(value: str | None) -> datetime | None:
 def _plain(value: Any) -> Any:
     """A deep copy of JSON-like data (what :func:`dataclasses.asdict` does to field
     values, without its per-value dispatch)."""
-    if value is None or isinstance(value, str | int | float):
-        return value
+    if value is None or isinstance(value, str | int | float | datetime):
+        return value  # immutable
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):

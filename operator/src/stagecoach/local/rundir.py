@@ -80,7 +80,9 @@ class RunDir:
         StoreRef its references point into (None: this directory)."""
         doc = {"version": STATE_VERSION, "pipeline": pipeline, "uid": uid,
                "store": store, "state": state}
-        self._atomic(self.state, json.dumps(doc, ensure_ascii=False, default=str, indent=1))
+        # Compact: json's C encoder (an indented dump runs the pure-Python one).
+        self._atomic(self.state, json.dumps(doc, ensure_ascii=False, default=str,
+                                            separators=(",", ":")))
 
     def read_state(self) -> dict[str, Any]:
         """``state.json`` as written (ValueError when it is not a JSON object)."""
