@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -188,6 +189,9 @@ def run_pipeline(file: str, params: Sequence[str] = (), providers_file: str | No
     except OwnerError as e:
         print(f"stagecoach run: {e}", file=sys.stderr)
         return 1
+    # What is loaded by now (modules, schemas, the manifest) lives as long as the process:
+    # keep the collector from walking it again and again during the run.
+    gc.freeze()
     try:
         return asyncio.run(_execute(resolved, providers, run_dir,
                                     str(Path(file).parent.resolve()), record, store_ref,
