@@ -58,9 +58,11 @@ __all__ = [
     "ArgoPeer",
     "PeerBlocked",
     "argo_figures",
+    "batch_figures",
     "ensure_argo",
     "format_table",
     "main",
+    "measure_workload",
     "run_peers",
     "start_cluster",
 ]
@@ -655,27 +657,30 @@ def argo_figures(
     timeline = Timeline(api, peer.ns)
     assert peer.proc is not None
     sampler = ProcSampler(peer.proc.pid)
+    return measure_workload(peer, cluster, timeline, sampler, load,
+                            bin_dir.name + (f" requeue={requeue}" if requeue else ""),
+                            verbose=verbose)
+
+
+def measure_workload(peer: Any, cluster: ControlPlane, timeline: Timeline,
+                     sampler: ProcSampler, load: int, version: str, *,
+                     verbose: bool = True) -> Figures:
+    """A warm-up run (informers, first-use paths; not counted), the DAG once, then
+    ``load`` DAGs at once; stops ``peer``, its timeline and sampler; the figures of
+    :data:`ROWS` (``{"blocker": ...}`` when the peer could not run them)."""
+    api = cluster.api()
     try:
-        # Warm-up (informers, first-use paths), not counted.
         _measure(peer, api, timeline, sampler, cluster.audit_log, ["warmup"], 180)
         dag = _measure(peer, api, timeline, sampler, cluster.audit_log, ["dag"], 180)
-        batch = _measure(
-            peer,
-            api,
-            timeline,
-            sampler,
-            cluster.audit_log,
-            [f"load-{i:03d}" for i in range(load)],
-            900,
-        )
+        batch = _measure(peer, api, timeline, sampler, cluster.audit_log,
+                         [f"load-{i:03d}" for i in range(load)], 900)
     except PeerBlocked as err:
         return {"blocker": str(err)}
     finally:
         sampler.stop()
         timeline.stop()
         peer.stop()
-    figures = batch_figures(dag, batch, load,
-                            bin_dir.name + (f" requeue={requeue}" if requeue else ""))
+    figures = batch_figures(dag, batch, load, version)
     if verbose:
         _log(
             json.dumps(

@@ -29,12 +29,10 @@ from cluster_peer import (
     DAG,
     STEP_COMMAND,
     Figures,
-    PeerBlocked,
     ProcSampler,
     Timeline,
     _log,
-    _measure,
-    batch_figures,
+    measure_workload,
 )
 
 from tests.cluster.controlplane import ControlPlane
@@ -123,8 +121,6 @@ def stagecoach_figures(cluster: ControlPlane, *, load: int = 50,
                        namespace: str = NAMESPACE, verbose: bool = True) -> Figures:
     """Run the DAG once and ``load`` DAGs at once under Stagecoach; the figures of
     :data:`cluster_peer.ROWS` (``{"blocker": ...}`` if it cannot run)."""
-    import json
-
     from stagecoach import __version__
 
     try:
@@ -135,19 +131,5 @@ def stagecoach_figures(cluster: ControlPlane, *, load: int = 50,
     timeline = Timeline(api, namespace, runs=PIPELINES, run_label="stagecoach.dev/pipeline",
                         task_of=_stage_of, done_phases=TERMINAL)
     sampler = ProcSampler(peer.pid)
-    try:
-        _measure(peer, api, timeline, sampler, cluster.audit_log, ["warmup"], 180)
-        dag = _measure(peer, api, timeline, sampler, cluster.audit_log, ["dag"], 180)
-        batch = _measure(peer, api, timeline, sampler, cluster.audit_log,
-                         [f"load-{i:03d}" for i in range(load)], 900)
-    except PeerBlocked as err:
-        return {"blocker": str(err)}
-    finally:
-        sampler.stop()
-        timeline.stop()
-        peer.stop()
-    figures = batch_figures(dag, batch, load, __version__)
-    if verbose:
-        _log(json.dumps({k: v for k, v in figures.items() if not k.startswith("detail.")},
-                        indent=1, default=str))
-    return figures
+    return measure_workload(peer, cluster, timeline, sampler, load, __version__,
+                            verbose=verbose)
