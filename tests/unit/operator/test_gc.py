@@ -23,13 +23,19 @@ async def test_pods_go_once_their_result_is_saved_and_finished_runs_leave_memory
     assert kube.pipelines[(NS, "p")]["status"]["phase"] == "Succeeded"
 
 
-async def test_pod_gc_never_keeps_pods() -> None:
+async def test_pod_gc_never_keeps_pods_but_not_in_the_operators_memory() -> None:
     kube, rec = setup(agent_pipeline())
     rec.pod_gc = "Never"
+    rec.gather.watched = True
     await rec.reconcile(NS, "p")
     await succeed(kube, "p-a-1-1", "a", "hello")
+    rec.gather.jobs.observe("MODIFIED", kube.jobs[(NS, "p-a-1-1")])  # what the watches
+    rec.gather.pod_cache.observe("ADDED", kube.pods[(NS, "p-a-1-1-pod")])  # deliver
     await rec.reconcile(NS, "p")
+    stage = kube.pipelines[(NS, "p")]["status"]["stages"][0]
+    assert stage["phase"] == "Succeeded"
     assert (NS, "p-a-1-1-pod") in kube.pods
+    assert len(rec.gather.pod_cache) == 0  # its result is saved: nothing to keep it for
 
 
 def test_expiry_counts_from_finished_at() -> None:

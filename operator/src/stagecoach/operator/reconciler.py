@@ -548,22 +548,24 @@ class Reconciler:
 
     async def _collect_pods(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
                             pods: dict[str, list[dict[str, Any]]]) -> None:
-        """podGC ``OnPodCompletion``: delete the pods of finished Jobs, and the Succeeded
-        pods, whose attempt is no longer Running in the state (its result is saved: the
-        state was persisted before this runs). A Succeeded pod may go before the Job
-        controller marked its Job Complete: the controller's tracking finalizer keeps the
-        pod until it is counted. A crash before this point leaves them for the next pass."""
-        if self.pod_gc != "OnPodCompletion" or not pods:
+        """The pods of finished Jobs, and the Succeeded pods, whose attempt is no longer
+        Running in the state (its result is saved: the state was persisted before this
+        runs) leave the pod cache, whatever the podGC (memory stays bounded), and with
+        ``OnPodCompletion`` are deleted. A Succeeded pod may go before the Job controller
+        marked its Job Complete: the controller's tracking finalizer keeps the pod until
+        it is counted. A crash before this point leaves them for the next pass."""
+        if not pods:
             return
         running = running_jobs(run.resolved.name, run.record.state)
-        doomed = [p for jn, plist in pods.items()
-                  if jn not in running and jn in jobs
-                  for p in plist if job_finished(jobs[jn]) or pod_succeeded(p)]
-        await asyncio.gather(*(self.kube.delete_pod(ns, p["metadata"]["name"],
-                                                    p["metadata"].get("uid"))
-                               for p in doomed))
-        for p in doomed:  # gone: no second DELETE before the watch says so (or ever,
-            # for a Failed pod, which the pod watch does not carry)
+        done = [p for jn, plist in pods.items()
+                if jn not in running and jn in jobs
+                for p in plist if job_finished(jobs[jn]) or pod_succeeded(p)]
+        if self.pod_gc == "OnPodCompletion":
+            await asyncio.gather(*(self.kube.delete_pod(ns, p["metadata"]["name"],
+                                                        p["metadata"].get("uid"))
+                                   for p in done))
+        for p in done:  # no second DELETE before the watch says so (or ever, for a
+            # Failed pod, which the pod watch does not carry); no pod kept for nothing
             self.gather.forget_pod(p)
 
     def _release_memory(self, key: PipelineKey) -> None:
