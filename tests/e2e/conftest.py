@@ -295,6 +295,18 @@ class Kubectl:
     def items(self, *what: str) -> list[dict[str, Any]]:
         return list(self.get(*what)["items"])
 
+    def operator_trace(self, name: str) -> list[dict[str, Any]]:
+        """The operator's trace events of pipeline ``name`` as readers see them: its
+        trace record plus the run state's events not appended yet (batched)."""
+        from stagecoach.operator.fetch import with_outbox
+        from stagecoach.operator.record import outbox_of
+        cm = self("get", "configmap", f"{name}-trace-operator", "-o", "json", check=False)
+        data = json.loads(cm.stdout)["data"]["operator.jsonl"] if cm.returncode == 0 else ""
+        events = [json.loads(line) for line in data.splitlines()]
+        state = self("get", "configmap", f"{name}-state", "-o", "json", check=False)
+        return with_outbox(events, outbox_of(json.loads(state.stdout))
+                           if state.returncode == 0 else [])
+
     def wait_for(self, what: tuple[str, ...], cond: Callable[[dict[str, Any]], bool],
                  timeout: float = 90, operator: Operator | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -75,8 +75,7 @@ def jobs(kubectl: Kubectl, name: str) -> list[str]:
 
 
 def trace(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
-    data = kubectl.get("configmap", f"{name}-trace-operator")["data"]["operator.jsonl"]
-    return [json.loads(line) for line in data.splitlines()]
+    return kubectl.operator_trace(name)
 
 
 def events(kubectl: Kubectl, name: str) -> list[tuple[str, str]]:

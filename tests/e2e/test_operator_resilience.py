@@ -88,8 +88,7 @@ def test_deleted_job_is_a_failed_attempt_and_is_retried(operator: Operator,
     obj = kubectl.wait_phase("victim", {"Succeeded", "Failed"}, timeout=90, operator=operator)
     assert obj["status"]["phase"] == "Succeeded", json.dumps(obj["status"], indent=1)
     assert stage_status(obj, "s0")["attempt"] == 2
-    trace = kubectl.get("configmap", "victim-trace-operator")
-    events = [json.loads(line) for line in trace["data"]["operator.jsonl"].splitlines()]
+    events = kubectl.operator_trace("victim")
     failed = [e for e in events if e["type"] == "StageFailed"]
     assert failed and "deleted" in failed[0]["data"]["message"]
     assert failed[0]["data"]["willRetry"] is True

@@ -140,8 +140,7 @@ def test_provider_max_concurrency_holds_across_pipelines(operator: Operator,
     # Round-robin: every pipeline started its first stage before any started its second.
     starts = []
     for n in names:
-        trace = kubectl.get("configmap", f"{n}-trace-operator")["data"]["operator.jsonl"]
-        starts += [(e["ts"], n, e["stage"]) for e in map(json.loads, trace.splitlines())
+        starts += [(e["ts"], n, e["stage"]) for e in kubectl.operator_trace(n)
                    if e["type"] == "StageStarted"]
     order = [stage for _, _, stage in sorted(starts)]
     assert order[:3] == ["one", "one", "one"], sorted(starts)

@@ -12,7 +12,9 @@ from typing import Any
 
 from stagecoach.api import AttemptResult
 from stagecoach.operator.approvals import ApprovalIndex
+from stagecoach.operator.fetch import with_outbox
 from stagecoach.operator.reconciler import Reconciler
+from stagecoach.operator.record import outbox_of
 from stagecoach.operator.slots import ProviderSlots
 from stagecoach.store import ConfigMapStore, decode_output, encode_output
 
@@ -91,12 +93,14 @@ def stage(kube: FakeKube, name: str, pipe: str = "p") -> dict[str, Any]:
 
 
 def trace(kube: FakeKube, pipe: str = "p") -> list[dict[str, Any]]:
+    """The operator's trace as readers see it: the record plus the state's outbox."""
     out: list[dict[str, Any]] = []
     for (_, n), cm in sorted(kube.configmaps.items()):
         if n.startswith(f"{pipe}-trace"):
             for line in next(iter(cm["data"].values())).splitlines():
                 out.append(json.loads(line))
-    return out
+    state = kube.configmaps.get((NS, f"{pipe}-state"))
+    return with_outbox(out, outbox_of(state) if state else [])
 
 
 def approval(name: str, stage: str, decision: str = "Approve", pipe: str = "p",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -18,9 +19,10 @@ from pydantic import ValidationError
 from ..api import PipelineStatus, S3Storage
 from ..report import RunData
 from ..store import ConfigMapStore, NotFound, Store, StoreError, open_store, s3_store_ref
+from ..store.trace import merge_trace
 from .kube import Kube
 from .reconciler import OUTPUT_KEY
-from .record import record_name
+from .record import outbox_of, record_name
 
 __all__ = ["fetch_run"]
 
@@ -77,6 +79,8 @@ async def _read(kube: Kube, name: str, ns: str) -> RunData:
         final = None
     manifest = None
     record = await kube.get_configmap(ns, record_name(name))
+    if record is not None:
+        events = with_outbox(events, outbox_of(record))
     if record is not None and "pipeline.json" in (record.get("data") or {}):
         snap = json.loads(record["data"]["pipeline.json"])
         # The pipeline's spec is immutable: the live object is its snapshot (records of
@@ -91,3 +95,14 @@ async def _read(kube: Kube, name: str, ns: str) -> RunData:
     return RunData.from_parts(status, events, outputs, final, name=name,
                               manifest=manifest, max_tokens=budget.get("maxTokens"),
                               source=f"{ns}/{name}", warnings=warnings)
+
+
+def with_outbox(events: list[dict[str, Any]], outbox: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """The trace plus the run state's not-yet-appended events (the operator appends
+    them in batches): those already in the trace (a crash re-appends) count once."""
+    if not outbox:
+        return events
+    seen = {json.dumps(e, sort_keys=True, default=str) for e in events}
+    extra = [e for e in outbox if json.dumps(e, sort_keys=True, default=str) not in seen]
+    return merge_trace({"0": events, "1": extra}) if extra else events

@@ -102,6 +102,11 @@ WRITER = "operator"
 OUTPUT_KEY = "output.txt"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
+OUTBOX_FLUSH_BYTES = 32 * 1024
+"""Unflushed trace events (JSON bytes) the run state carries before they are appended
+to the trace record. Until then they ride along with the state writes a pass makes
+anyway (readers merge them, :mod:`.fetch`): one append per ~100 events, not one per
+pass. A finished run is always flushed."""
 STALE_RETRY = timedelta(seconds=1)
 """How soon to try again after deleting an earlier pipeline's Job of the same name."""
 
@@ -129,6 +134,8 @@ class _Run:
     the next pass (:mod:`.rejections`)."""
     decisions: set[str] = field(default_factory=set)
     """Store keys of the approval decisions written as outputs (:mod:`.approvals`)."""
+    outbox_bytes: int = 0
+    """The JSON size of ``record.outbox`` (when to flush it, :data:`OUTBOX_FLUSH_BYTES`)."""
 
 
 class Reconciler:
@@ -246,7 +253,12 @@ class Reconciler:
                             "message": message[:1000], "lastTransitionTime": now}]}
         if phase == "Failed":
             status["finishedAt"] = now
-        self.runs.pop((ns, name), None)
+        run = self.runs.pop((ns, name), None)
+        if run is not None:
+            try:  # the saved state's events that are not in the trace yet
+                await self._flush_outbox(run)
+            except StoreError as e:
+                log.warning("%s/%s: cannot append the trace: %s", ns, name, e)
         await self.kube.patch_pipeline_status(ns, name, status)
         await self.kube.post_event(ns, body, "Warning", reason, message)
         self.metrics.pipeline_phase((ns, name), phase)
@@ -494,8 +506,10 @@ class Reconciler:
         # The state first, with this step's trace events in its outbox: they are traced
         # only once the write won (a second operator's losing plan is never traced), and
         # a crash after the write re-appends them on restart (read exactly once).
+        # Earlier passes' events stay in the outbox until worth an append.
+        earlier = run.record.outbox
         run.record.state = plan.state
-        run.record.outbox = events
+        run.record.outbox = [*earlier, *events]
         if changed:
             try:
                 await self._persist(ns, run.record)  # before any Job exists
@@ -503,10 +517,14 @@ class Reconciler:
                 if e.status not in (400, 413, 422):
                     raise
                 size = len(json.dumps(record_body(run.record, ns), separators=(",", ":")))
+                run.record.outbox = earlier  # what the last saved state holds (_end flushes)
                 await self._fail_run(ns, body, "StateTooLarge",
                                      f"the API server refused the run state "
                                      f"{record_name(name)} ({size} bytes): {e.api_message}")
                 return
+        run.outbox_bytes += sum(len(json.dumps(e, separators=(",", ":"), default=str))
+                                for e in events)
+        flush = plan.state.terminal or run.outbox_bytes >= OUTBOX_FLUSH_BYTES
         # The verdicts are in the saved state: answer the StageApprovals now (before a
         # terminal status is published, so a restart in between answers them the same).
         await self.desk.answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
@@ -514,7 +532,8 @@ class Reconciler:
         # The trace append and the Jobs are independent (the events are in the saved
         # state's outbox until the append lands): one round trip, not two.
         _, created = await asyncio.gather(
-            self._flush_outbox(run), self._schedule(ns, run, [*missing, *starts], providers))
+            self._flush_outbox(run) if flush else asyncio.sleep(0),
+            self._schedule(ns, run, [*missing, *starts], providers))
         for stop in plan.stops():
             await self._stop(ns, run, stop)
         if any(isinstance(a, FinishPipeline) for a in plan.actions):
@@ -757,6 +776,7 @@ class Reconciler:
         if run.record.outbox:
             await run.store.append_trace(WRITER, run.record.outbox)
             run.record.outbox = []
+        run.outbox_bytes = 0
 
     async def _post_events(self, ns: str, body: dict[str, Any], run: _Run,
                            actions: list[Action]) -> None:

@@ -36,7 +36,7 @@ from ..api import AgentPipeline, AgentPipelineTemplate
 from ..engine import RunState, dump_state, load_state
 from .jobs import MANAGED_BY, PIPELINE_LABEL, label_value, owner_reference, short_name
 
-__all__ = ["RunRecord", "parse_record", "record_body", "record_name"]
+__all__ = ["RunRecord", "outbox_of", "parse_record", "record_body", "record_name"]
 
 
 def record_name(pipeline: str) -> str:
@@ -139,9 +139,15 @@ def parse_record(cm: dict[str, Any], pipeline: AgentPipeline,
     state = load_state(raw_state, outputs)
     from ..engine import output_refs
 
-    outbox = (cm.get("binaryData") or {}).get("outbox.json.gz")
     record = RunRecord(pipeline, tpl, state, set(json.loads(data.get("jobs.json", "[]"))),
-                       cm.get("metadata", {}).get("resourceVersion"),
-                       json.loads(gzip.decompress(base64.b64decode(outbox))) if outbox
-                       else [])
+                       cm.get("metadata", {}).get("resourceVersion"), outbox_of(cm))
     return record, output_refs(state)
+
+
+def outbox_of(cm: dict[str, Any]) -> list[dict[str, Any]]:
+    """The trace events a saved record carries that may not be in the trace yet."""
+    outbox = (cm.get("binaryData") or {}).get("outbox.json.gz")
+    if not outbox:
+        return []
+    events = json.loads(gzip.decompress(base64.b64decode(outbox)))
+    return [e for e in events if isinstance(e, dict)] if isinstance(events, list) else []
