@@ -8,6 +8,7 @@ the engine's :class:`~stagecoach.engine.AttemptOutcome`. No side effects.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,19 +37,46 @@ def _read_by(*templates: str | None) -> set[str] | None:
     return referenced_stages(*templates)
 
 
+INLINE_UPSTREAM_LIMIT = 2048
+"""An upstream output whose JSON is at most this many bytes travels in the attempt spec
+(the runner then reads no store for it: one request less per input in the cluster)."""
+INLINE_UPSTREAM_TOTAL = 16 * 1024
+"""At most this many bytes of inlined outputs per attempt spec (it is an environment
+variable of the pod: Linux caps one at 128 KiB)."""
+
+
+def _inline(value: Any, budget: int) -> int | None:
+    """The JSON size of ``value`` when it may be inlined within ``budget``, else None.
+    A null value is never inlined: the state cannot tell it from one not loaded."""
+    if value is None:
+        return None
+    try:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return None
+    return size if size <= min(INLINE_UPSTREAM_LIMIT, budget) else None
+
+
 def upstream_refs(state: RunState, only: set[str] | None = None) -> dict[str, UpstreamRef]:
     """``stages.<name>`` for the runner: latest output references of every stage (or of
-    ``only`` those an agent stage's templates read)."""
+    ``only`` those an agent stage's templates read), small outputs inlined."""
     refs: dict[str, UpstreamRef] = {}
+    budget = INLINE_UPSTREAM_TOTAL
     for name, run in state.stages.items():
         if only is not None and name not in only:
             continue
+        ref = None if run.instance_refs is not None else run.output_ref
+        size = _inline(run.output, budget) if ref is not None else None
+        if size is not None:
+            budget -= size
         refs[name] = UpstreamRef.model_construct(
             phase=run.phase,
             iteration=run.output_iteration or run.iteration,
             attempt=run.attempt,
-            output_ref=None if run.instance_refs is not None else run.output_ref,
+            output_ref=ref,
             instance_refs=run.instance_refs,
+            inline=size is not None,
+            value=run.output if size is not None else None,
         )
     return refs
 

@@ -34,8 +34,10 @@ async def load_output(store: Store, key: str | None, *, stage: str) -> Any:
 
 
 async def _upstream(store: Store, name: str, ref: UpstreamRef) -> dict[str, Any]:
-    if ref.instance_refs is not None:
-        output: Any = list(
+    if ref.inline:  # small: the operator copied it into the spec
+        output: Any = ref.value
+    elif ref.instance_refs is not None:
+        output = list(
             await asyncio.gather(*(load_output(store, k, stage=name) for k in ref.instance_refs))
         )
     else:

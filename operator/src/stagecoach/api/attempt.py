@@ -113,6 +113,12 @@ class UpstreamRef(ApiModel):
         description="forEach stages: store keys of the instance outputs in index order "
         "(null for a failed instance); the output is the list of their values.",
     )
+    inline: bool = Field(
+        False,
+        description="True: ``value`` is the output itself (a small one, copied by the "
+        "operator from the run state), and the runner reads no store for it.",
+    )
+    value: Any = Field(None, description="The output when ``inline``.")
 
 
 class StoreRef(ApiModel):
