@@ -163,6 +163,20 @@ def _hostile(operator: Operator, kubectl: Kubectl, kube_namespace: str,
             input=replaced("evil-greet-1", metadata__labels={"stagecoach.dev/writer": "x"})),
         "create a ConfigMap": as_user(kubectl.cluster, leaked, *ns, "create", "configmap",
                                       "planted", "--from-literal=x=1"),
+        "patch another pipeline's output": as_user(
+            kubectl.cluster, leaked, *ns, "patch", "configmap", "other-greet-1", "--type",
+            "merge", "-p", '{"data": {"1.json": "{}"}}'),
+        "pin its own output with a finalizer": as_user(
+            kubectl.cluster, leaked, *ns, "patch", "configmap", "evil-greet-1", "--type",
+            "merge", "-p", '{"metadata": {"finalizers": ["evil.example/keep"]}}'),
+        "make its own output immutable": as_user(
+            kubectl.cluster, leaked, *ns, "patch", "configmap", "evil-greet-1", "--type",
+            "merge", "-p", '{"immutable": true}'),
+        "create a ConfigMap by server-side apply": as_user(
+            kubectl.cluster, leaked, *ns, "apply", "--server-side", "-f", "-",
+            input=json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "planted-by-apply"},
+                              "data": {"x": "1"}})),
         "delete its own output": as_user(kubectl.cluster, leaked, *ns, "delete", "configmap",
                                          "evil-greet-1"),
         "read a Secret": as_user(kubectl.cluster, leaked, *ns, "get", "secrets"),
@@ -173,12 +187,18 @@ def _hostile(operator: Operator, kubectl: Kubectl, kube_namespace: str,
         assert "forbidden" in res.stderr.lower(), f"{what}: {res.stderr}"
     assert "not prepared for pod" in denied["write another stage's output"].stderr
     assert "not its labels" in denied["relabel its own output"].stderr
+    assert "not prepared for pod" in denied["patch the run state"].stderr
+    for what in ("pin its own output with a finalizer", "make its own output immutable"):
+        assert "not its labels" in denied[what].stderr, denied[what].stderr
     for name, obj in before.items():
         assert kubectl.get("configmap", name)["data"] == obj["data"], name
     # The control: the same token may write its own output's data (what the collector does).
     allowed = as_user(kubectl.cluster, leaked, *ns, "replace", "-f", "-",
                       input=replaced("evil-greet-1"))
     assert allowed.returncode == 0, allowed.stderr
+    patched = as_user(kubectl.cluster, leaked, *ns, "patch", "configmap", "evil-greet-1",
+                      "--type", "merge", "-p", '{"data": {"1.json": "{}"}}')
+    assert patched.returncode == 0, patched.stderr
 
 
 @pytest.mark.operator_log_allows("exceeded quota")

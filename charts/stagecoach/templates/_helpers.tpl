@@ -67,5 +67,5 @@ stagecoach.operator.policy.STAGE_RULES (a test checks). */}}
 {{- define "stagecoach.stageRules" -}}
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, update]
+  verbs: [get, list, update, patch]
 {{- end -}}

@@ -99,7 +99,7 @@ def test_namespace_mode_grants_nothing_cluster_wide() -> None:
         "--no-manage-stage-policy"]
 
 
-def test_stage_role_allows_only_reading_and_updating_configmaps() -> None:
+def test_stage_role_allows_only_reading_updating_and_patching_configmaps() -> None:
     from stagecoach.operator.policy import STAGE_RULES
 
     docs = render()
@@ -107,7 +107,8 @@ def test_stage_role_allows_only_reading_and_updating_configmaps() -> None:
     assert stage_roles
     for role in stage_roles:
         assert role["rules"] == STAGE_RULES == [
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "update"]}]
+            {"apiGroups": [""], "resources": ["configmaps"],
+             "verbs": ["get", "list", "update", "patch"]}]
     for account in by_kind(docs, "ServiceAccount"):
         if account["metadata"]["name"] == "stagecoach-stage":
             assert account["automountServiceAccountToken"] is False

@@ -25,6 +25,7 @@ class FakeKube:
         """Job name → (HTTP status, message) the API server answers its create with."""
         self.approvals: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests = 0
+        self.configmap_patches = 0
         self.rv = 0
 
     def _next(self) -> str:
@@ -122,6 +123,28 @@ class FakeKube:
         if body["metadata"].get("resourceVersion") != old["metadata"]["resourceVersion"]:
             raise Conflict("stale")
         obj = copy.deepcopy(body)
+        obj["metadata"]["resourceVersion"] = self._next()
+        self.configmaps[key] = obj
+        return copy.deepcopy(obj)
+
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        """A JSON merge patch of ``data``/``binaryData`` (what the store sends)."""
+        self.configmap_patches += 1
+        key = (namespace, name)
+        old = self.configmaps.get(key)
+        if old is None:
+            return None
+        obj = copy.deepcopy(old)
+        for field, values in patch.items():
+            target = obj.setdefault(field, {})
+            for k, v in values.items():
+                if v is None:
+                    target.pop(k, None)
+                else:
+                    target[k] = v
+            if not target:
+                obj.pop(field)
         obj["metadata"]["resourceVersion"] = self._next()
         self.configmaps[key] = obj
         return copy.deepcopy(obj)

@@ -48,6 +48,29 @@ class FakeClient:
         self.objects[key] = obj
         return obj
 
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        """A JSON merge patch of ``data``/``binaryData`` (what the store sends)."""
+        self.calls.append("patch")
+        key = (namespace, name)
+        old = self.objects.get(key)
+        if old is None:
+            return None
+        obj = copy.deepcopy(old)
+        for field, values in patch.items():
+            target = obj.setdefault(field, {})
+            for k, v in values.items():
+                if v is None:
+                    target.pop(k, None)
+                else:
+                    target[k] = v
+            if not target:
+                obj.pop(field)
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        self.objects[key] = obj
+        return copy.deepcopy(obj)
+
     async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         self.calls.append("list")
         want = dict(part.split("=", 1) for part in selector.split(","))
@@ -164,7 +187,7 @@ async def test_prepared_objects_are_updated_in_place_never_created() -> None:
     await pod.put("outputs/a/1.json", b'{"x": 1}')
     await pod.append_trace("runner-a-1-1", [{"ts": "t1", "type": "InputSnapshot"}])
     await pod.append_trace("runner-a-1-1", [{"ts": "t2", "type": "OutputSnapshot"}])
-    assert "create" not in client.calls
+    assert client.calls == ["patch"] * 3  # one request per write, never a read first
     after = client.objects[("ns", "p-a-1")]["metadata"]
     for field in ("labels", "annotations", "ownerReferences"):
         assert after[field] == before[field]
@@ -175,6 +198,42 @@ async def test_prepared_objects_are_updated_in_place_never_created() -> None:
     await operator.prepare(["outputs/a/1.json"], "p-a-1-2")
     assert client.objects[("ns", "p-a-1")]["metadata"]["labels"][WRITER_LABEL] == "p-a-1-2"
     assert await operator.get("outputs/a/1.json") == b'{"x": 1}'
+
+
+async def test_the_processes_of_one_pod_write_one_trace_record_without_reading() -> None:
+    """A run stage's ``prepare`` and ``collect`` are two processes writing the same
+    prepared trace record: each patches its own data key, so neither reads first nor
+    overwrites the other; readers merge them, and a torn line ends only its own."""
+    client = FakeClient()
+    operator = ConfigMapStore(client, "ns", "p", "uid-1")
+    await operator.prepare(["trace/runner-a-1-1.jsonl"], "p-a-1-1")
+    first = ConfigMapStore(client, "ns", "p", "uid-1", prepared=True)
+    second = ConfigMapStore(client, "ns", "p", "uid-1", prepared=True)
+    client.calls.clear()
+    await first.append_trace("runner-a-1-1", [{"ts": "t1", "type": "InputSnapshot"}])
+    await second.append_trace("runner-a-1-1", [{"ts": "t2", "type": "OutputSnapshot"}])
+    await first.append_trace("runner-a-1-1", [{"ts": "t3", "type": "Late"}])
+    assert client.calls == ["patch"] * 3
+    record = client.objects[("ns", "p-trace-runner-a-1-1")]
+    assert len(record["data"]) == 3  # the prepared key (empty) and one per process
+    assert [e["type"] for e in await operator.read_trace()] == [
+        "InputSnapshot", "OutputSnapshot", "Late"]
+    own = next(k for k, v in record["data"].items() if "Late" in v)
+    record["data"][own] += '{"ts": "t4", "ty'  # a process killed mid-write
+    assert [e["type"] for e in await operator.read_trace()] == [
+        "InputSnapshot", "OutputSnapshot", "Late"]
+
+
+async def test_a_prepared_writer_past_its_share_drops_events_and_says_so(
+        caplog: pytest.LogCaptureFixture) -> None:
+    client = FakeClient()
+    operator = ConfigMapStore(client, "ns", "p", "uid-1")
+    await operator.prepare(["trace/runner-a-1-1.jsonl"], "p-a-1-1")
+    pod = ConfigMapStore(client, "ns", "p", "uid-1", prepared=True, size_budget=4000)
+    await pod.append_trace("runner-a-1-1", [{"ts": "t1", "type": "A", "data": "x" * 500}])
+    await pod.append_trace("runner-a-1-1", [{"ts": "t2", "type": "B", "data": "x" * 900}])
+    assert [e["type"] for e in await operator.read_trace()] == ["A"]
+    assert "is full" in caplog.text
 
 
 async def test_objects_of_an_earlier_pipeline_with_the_same_name_are_not_read() -> None:

@@ -210,6 +210,13 @@ class Kube:
                                 query=[("labelSelector", selector)])
         return list(data.get("items") or [])
 
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        data = await self._call("PATCH", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                                patch, content_type=_MERGE, what=f"patch configmap {name}",
+                                missing_ok=True)
+        return dict(data) if data else None
+
     # -- the leader-election Lease --------------------------------------------------------
     async def get_lease(self, ns: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease, or None."""

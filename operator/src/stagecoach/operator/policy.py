@@ -1,7 +1,7 @@
 """What a stage pod may write, enforced by the API server (DESIGN §6). Pure: no I/O.
 
 The stage ServiceAccount's Role (:data:`STAGE_RULES`) lets the runner read ConfigMaps
-and update them; it cannot create, patch or delete anything. The
+and update (or patch) them; it cannot create or delete anything. The
 ``ValidatingAdmissionPolicy`` of :func:`stage_policy` narrows "update" to the objects
 the operator prepared for that very pod (:meth:`~stagecoach.store.ConfigMapStore.prepare`):
 the old object's ``stagecoach.dev/writer`` label must be the pod's Job, read from the
@@ -36,9 +36,11 @@ __all__ = ["APPROVAL_POLICY_NAME", "POLICY_NAME", "STAGE_RULES", "approval_polic
 POLICY_NAME = "stagecoach-stage-writes"
 APPROVAL_POLICY_NAME = "stagecoach-approvals"
 STAGE_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "update"]},
+    {"apiGroups": [""], "resources": ["configmaps"],
+     "verbs": ["get", "list", "update", "patch"]},
 ]
-"""The stage Role: read upstream outputs and cassette positions, update prepared objects."""
+"""The stage Role: read upstream outputs and cassette positions, update prepared objects
+(a merge patch of its data writes one without reading it first)."""
 
 _POD = "authentication.kubernetes.io/pod-name"
 
@@ -95,9 +97,12 @@ def stage_policy(service_account: str) -> list[dict[str, Any]]:
                  "reason": "Forbidden"},
                 {"expression": "request.operation != 'UPDATE' || oldObject == null || "
                                + " && ".join(f"({_same(f)})" for f in
-                                             ("labels", "annotations", "ownerReferences")),
+                                             ("labels", "annotations", "ownerReferences",
+                                              "finalizers"))
+                               + " && (has(object.immutable) && object.immutable) == "
+                                 "(has(oldObject.immutable) && oldObject.immutable)",
                  "message": "a stage pod may change a ConfigMap's data, not its labels, "
-                            "annotations or owners",
+                            "annotations, owners, finalizers or immutability",
                  "reason": "Forbidden"},
             ],
         },

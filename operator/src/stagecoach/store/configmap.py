@@ -25,13 +25,17 @@ Stage pods are untrusted writers (DESIGN §6): they may not create ConfigMaps at
 Before a Job exists the operator :meth:`~ConfigMapStore.prepare` s every object the
 attempt will write (its output, its trace record, its cassette positions), labelled
 ``stagecoach.dev/writer=<job name>``; the pod's store runs with ``prepared=True`` and
-only updates those objects' data, keeping their metadata byte for byte. The stage
+only updates those objects' data, with a JSON merge patch of ``data`` (one request,
+no read first: the metadata stays as the operator wrote it). A trace record's writer
+process keeps its own events and patches them under its own data key
+(``<writer>.jsonl.<random>``), so the several processes of one pod (a run stage's
+``prepare`` and ``collect``) never overwrite each other and never read first. The stage
 ServiceAccount's Role and the chart's ValidatingAdmissionPolicy
 (:mod:`stagecoach.operator.policy`) enforce that server-side. Every read checks the
 owner UID, so a pipeline re-created under the same name never reads the old run's
 objects while the garbage collector is still deleting them.
 
-The store talks to the API through :class:`ConfigMapClient`, a four-method seam:
+The store talks to the API through :class:`ConfigMapClient`, a five-method seam:
 :class:`RestConfigMapClient` is the real one (``kubernetes_asyncio``; in-cluster
 ServiceAccount token in a pod, a kubeconfig elsewhere), tests use a fake, and the
 operator passes its own API module so that only one operator module talks to the API.
@@ -48,6 +52,7 @@ import json
 import logging
 import os
 import re
+import secrets
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -69,6 +74,7 @@ __all__ = [
 
 POD_RETRY_SECONDS = 60.0
 """How long a stage pod's store keeps retrying an unreachable API server."""
+MERGE_PATCH = "application/merge-patch+json"
 SIZE_BUDGET = 1_000_000
 """Largest serialized ConfigMap (data + metadata) the store writes, in bytes."""
 
@@ -77,6 +83,9 @@ WRITER_LABEL = "stagecoach.dev/writer"
 """On an object a stage pod may update: the name of the Job whose pod that is."""
 KEY_ANNOTATION = "stagecoach.dev/key"
 PART_ANNOTATION = "stagecoach.dev/part"
+OWN_TRACE_SHARE = 4
+"""In prepared mode one process's events may fill at most 1/OWN_TRACE_SHARE of the
+record's budget (a run-stage pod has two writing processes; a retried pod more)."""
 FULL_ANNOTATION = "stagecoach.dev/full"
 log = logging.getLogger("stagecoach.store")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -105,6 +114,11 @@ class ConfigMapClient(Protocol):
 
     async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """ConfigMaps matching a label selector."""
+        ...
+
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply a JSON merge patch (RFC 7386); None when the object does not exist."""
         ...
 
 
@@ -168,6 +182,10 @@ class ConfigMapStore:
                        "uid": uid, "blockOwnerDeletion": False, "controller": False}
         self._parts: dict[str, int] = {}
         self._trace_cache: dict[str, dict[str, Any]] = {}
+        self._own: dict[str, bytes] = {}
+        """Prepared mode: this process's events per trace record (patched whole)."""
+        self._own_key = secrets.token_hex(4)
+        """Prepared mode: the suffix of this process's data key in a trace record."""
 
     def __repr__(self) -> str:
         return f"ConfigMapStore({self.namespace}/{self.pipeline})"
@@ -235,6 +253,20 @@ class ConfigMapStore:
         size = self._size(body)
         if size > self.size_budget:
             raise TooLarge(key, size, self.size_budget)
+
+    @staticmethod
+    def _values(cm: dict[str, Any], key: str) -> builtins.list[bytes]:
+        """The key's value and, for a prepared trace record, each writing process's
+        (``<data key>.<suffix>``), in name order."""
+        dk = _data_key(key)
+        found: dict[str, bytes] = {}
+        for name, value in (cm.get("data") or {}).items():
+            if name == dk or name.startswith(dk + "."):
+                found[name] = str(value).encode("utf-8")
+        for name, value in (cm.get("binaryData") or {}).items():
+            if name == dk or name.startswith(dk + "."):
+                found[name] = base64.b64decode(value)
+        return [found[n] for n in sorted(found)]
 
     @staticmethod
     def _value(cm: dict[str, Any], key: str) -> bytes:
@@ -342,20 +374,26 @@ class ConfigMapStore:
 
         await self._upsert(name, body, same_key)
 
+    @staticmethod
+    def _data_patch(data_key: str, data: bytes) -> dict[str, Any]:
+        """A merge patch setting one data key (text in ``data``, else ``binaryData``)."""
+        try:
+            return {"data": {data_key: data.decode("utf-8")}, "binaryData": {data_key: None}}
+        except UnicodeDecodeError:
+            return {"binaryData": {data_key: base64.b64encode(data).decode()},
+                    "data": {data_key: None}}
+
+    async def _patch_prepared(self, key: str, name: str, patch: dict[str, Any]) -> None:
+        """One merge patch of a prepared object's data (the API server's policy refuses
+        any other object). The answer is checked too: an object that was not prepared
+        for this key and pipeline (a cluster without the policy) is an error."""
+        written = await self.client.patch_configmap(self.namespace, name, patch)
+        if written is None or not self._owned(written, key):
+            raise StoreError(f"ConfigMap {name} was not prepared for this attempt "
+                             "(a stage pod only updates what the operator created)")
+
     async def _update_prepared(self, key: str, name: str, data: bytes) -> None:
-        for _ in range(5):
-            old = await self.client.get_configmap(self.namespace, name)
-            if old is None or not self._owned(old, key):
-                raise StoreError(f"ConfigMap {name} was not prepared for this attempt "
-                                 "(a stage pod only updates what the operator created)")
-            body = self._with_data(old, key, data)
-            self._check_size(key, body)
-            try:
-                await self.client.replace_configmap(self.namespace, body)
-                return
-            except Conflict:
-                continue
-        raise StoreError(f"cannot write ConfigMap {name}: it keeps changing")
+        await self._patch_prepared(key, name, self._data_patch(_data_key(key), data))
 
     async def get(self, key: str) -> bytes:
         """The key's value; :class:`NotFound` when missing."""
@@ -460,27 +498,19 @@ class ConfigMapStore:
         raise StoreError(f"cannot append to the trace record of {writer_id}")
 
     async def _append_prepared(self, writer_id: str, key: str, chunk: bytes) -> None:
-        """Prepared mode: one record, updated in place; a record that would outgrow its
-        ConfigMap keeps what it has (a pod may not create the next part)."""
+        """Prepared mode: this process's events, patched whole under its own data key
+        (no read, no conflict with the pod's other processes); past its share of the
+        record's budget, events are dropped with a warning (a pod may not create the
+        next part)."""
         name = self.name_for(key)
-        cached = self._trace_cache.pop(writer_id, None)
-        for _ in range(20):
-            old = cached or await self.client.get_configmap(self.namespace, name)
-            cached = None
-            if old is None or not self._owned(old, key):
-                raise StoreError(f"trace record {name} was not prepared for this attempt")
-            body = self._with_data(old, key, self._value(old, key) + chunk)
-            if self._size(body) > self.size_budget:
-                log.warning("trace record %s is full; %d bytes of events dropped", name,
-                            len(chunk))
-                return
-            try:
-                written = await self.client.replace_configmap(self.namespace, body)
-            except Conflict:
-                continue
-            self._remember(writer_id, written, body)
+        own = self._own.get(writer_id, b"") + chunk
+        if len(own) > self.size_budget // OWN_TRACE_SHARE:
+            log.warning("trace record %s is full; %d bytes of events dropped", name,
+                        len(chunk))
             return
-        raise StoreError(f"cannot append to the trace record of {writer_id}")
+        data_key = f"{_data_key(key)}.{self._own_key}"
+        await self._patch_prepared(key, name, self._data_patch(data_key, own))
+        self._own[writer_id] = own
 
     def _remember(self, writer_id: str, written: dict[str, Any], body: dict[str, Any]) -> None:
         rv = (written or {}).get("metadata", {}).get("resourceVersion")
@@ -490,14 +520,16 @@ class ConfigMapStore:
 
     async def read_trace(self) -> builtins.list[dict[str, Any]]:
         """Every writer's events (all parts, in order), merged by ``ts``."""
-        parts: dict[str, builtins.list[tuple[int, bytes]]] = {}
+        parts: dict[str, builtins.list[tuple[int, int, bytes]]] = {}
         for cm in await self._items(TRACE):
             ann = cm["metadata"]["annotations"]
             key = ann[KEY_ANNOTATION]
             writer = key[len(TRACE):-len(".jsonl")]
-            parts.setdefault(writer, []).append((int(ann.get(PART_ANNOTATION, "0")),
-                                                 self._value(cm, key)))
-        records = {w: parse_events(b"".join(d for _, d in sorted(ps)))
+            parts.setdefault(writer, []).extend(
+                (int(ann.get(PART_ANNOTATION, "0")), n, value)
+                for n, value in enumerate(self._values(cm, key)))
+        # Each value is parsed alone: a torn last line ends only its own writer's.
+        records = {w: [e for *_, value in sorted(ps) for e in parse_events(value)]
                    for w, ps in parts.items()}
         return merge_trace(records)
 
@@ -632,6 +664,16 @@ class RestConfigMapClient:
             raise _error(status, data, "list configmaps")
         return list(data.get("items") or [])
 
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        status, data = await self.rest.request("PATCH", self._path(namespace, name), patch,
+                                               content_type=MERGE_PATCH)
+        if status == 404:
+            return None
+        if status >= 300:
+            raise _error(status, data, f"patch configmap {name}")
+        return dict(data)
+
 
 class LazyConfigMapClient:
     """Connects on first use (``open_store`` is synchronous; connecting is not)."""
@@ -657,6 +699,10 @@ class LazyConfigMapClient:
 
     async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return await (await self._c()).list_configmaps(namespace, selector)
+
+    async def patch_configmap(self, namespace: str, name: str,
+                              patch: dict[str, Any]) -> dict[str, Any] | None:
+        return await (await self._c()).patch_configmap(namespace, name, patch)
 
     async def close(self) -> None:
         """Close the connection pool, if one was opened."""
