@@ -9,6 +9,8 @@ from typing import Any
 from stagecoach.operator.kube import KubeError
 from stagecoach.store import Conflict
 
+from tests.unit.mergepatch import merge_data
+
 
 class FakeKube:
     def __init__(self) -> None:
@@ -135,16 +137,7 @@ class FakeKube:
         old = self.configmaps.get(key)
         if old is None:
             return None
-        obj = copy.deepcopy(old)
-        for field, values in patch.items():
-            target = obj.setdefault(field, {})
-            for k, v in values.items():
-                if v is None:
-                    target.pop(k, None)
-                else:
-                    target[k] = v
-            if not target:
-                obj.pop(field)
+        obj = merge_data(old, patch)
         obj["metadata"]["resourceVersion"] = self._next()
         self.configmaps[key] = obj
         return copy.deepcopy(obj)

@@ -11,6 +11,8 @@ import pytest
 from stagecoach.store import ConfigMapStore, Conflict, NotFound, Store, TooLarge
 from stagecoach.store.configmap import SIZE_BUDGET, configmap_name, label_value
 
+from tests.unit.mergepatch import merge_data
+
 
 class FakeClient:
     """ConfigMaps in a dict, with resourceVersion conflicts and label selectors."""
@@ -56,16 +58,7 @@ class FakeClient:
         old = self.objects.get(key)
         if old is None:
             return None
-        obj = copy.deepcopy(old)
-        for field, values in patch.items():
-            target = obj.setdefault(field, {})
-            for k, v in values.items():
-                if v is None:
-                    target.pop(k, None)
-                else:
-                    target[k] = v
-            if not target:
-                obj.pop(field)
+        obj = merge_data(old, patch)
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.objects[key] = obj
