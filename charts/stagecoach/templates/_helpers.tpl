@@ -52,9 +52,11 @@ exactly what it calls (kopf only watches; it never writes to our objects). */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, delete]
+# patch: held only to grant it to the stage Role (the API server refuses to grant what
+# the granter lacks); the operator itself never patches a ConfigMap.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update]
+  verbs: [get, list, create, update, patch]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

@@ -118,6 +118,22 @@ def test_stage_role_allows_only_reading_updating_and_patching_configmaps() -> No
             assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 
 
+def test_the_operator_holds_every_permission_it_grants_stage_pods() -> None:
+    """The API server refuses a Role that grants what its creator lacks (RBAC escalation
+    prevention): the operator's own rules cover the stage Role it creates."""
+    from stagecoach.operator.policy import STAGE_RULES
+
+    docs = render()
+    [operator] = [r for r in by_kind(docs, "ClusterRole")
+                  if any("agentpipelines" in rule["resources"] for rule in r["rules"])
+                  and r["metadata"]["name"].endswith("stagecoach")]
+    for wanted in STAGE_RULES:
+        for resource in wanted["resources"]:
+            held = {v for rule in operator["rules"] if resource in rule["resources"]
+                    and rule["apiGroups"] == wanted["apiGroups"] for v in rule["verbs"]}
+            assert set(wanted["verbs"]) <= held, (resource, held)
+
+
 @pytest.mark.parametrize("account", ["stagecoach-stage", "runner"])
 def test_chart_stage_policy_is_the_operators(account: str) -> None:
     """The chart's ValidatingAdmissionPolicy and binding are exactly what the operator
