@@ -102,11 +102,12 @@ WRITER = "operator"
 OUTPUT_KEY = "output.txt"
 CREATE_CONCURRENCY = 16
 """Job creations in flight at once (a 1,000-item forEach does not open 1,000 requests)."""
-OUTBOX_FLUSH_BYTES = 32 * 1024
+OUTBOX_FLUSH_BYTES = 8 * 1024
 """Unflushed trace events (JSON bytes) the run state carries before they are appended
 to the trace record. Until then they ride along with the state writes a pass makes
-anyway (readers merge them, :mod:`.fetch`): one append per ~100 events, not one per
-pass. A finished run is always flushed."""
+anyway (readers merge them, :mod:`.fetch`): one append per ~20 events, not one per
+pass. Small, because every state write re-encodes them. A finished run is always
+flushed."""
 STALE_RETRY = timedelta(seconds=1)
 """How soon to try again after deleting an earlier pipeline's Job of the same name."""
 

@@ -72,7 +72,7 @@ class RunRecord:
         if self.outbox:
             events = json.dumps(self.outbox, separators=(",", ":"), default=str)
             binary["outbox.json.gz"] = base64.b64encode(
-                gzip.compress(events.encode(), compresslevel=6, mtime=0)).decode()
+                gzip.compress(events.encode(), compresslevel=1, mtime=0)).decode()
         return ({"pipeline.json": json.dumps({"template": tpl}, separators=(",", ":")),
                  "jobs.json": json.dumps(sorted(self.jobs))}, binary)
 
