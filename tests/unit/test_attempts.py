@@ -63,3 +63,15 @@ async def test_the_runner_reads_no_store_for_an_inlined_output() -> None:
     assert variables["stages"]["a"]["output"] == {"n": 1}
     with pytest.raises(Exception, match="missing from the store"):
         await load_variables(spec, NoStore(), only={"b"})  # type: ignore[arg-type]
+
+
+def test_large_nested_outputs_are_turned_down_by_a_bound_not_by_encoding_them() -> None:
+    from stagecoach.attempts import _may_fit
+
+    assert not _may_fit({"report": "x" * 5000}, 2048)
+    assert not _may_fit(list(range(3000)), 2048)  # 3,000 numbers: over 2 KiB of JSON
+    assert _may_fit({"verdict": "pass", "scores": [1, 2, 3]}, 2048)
+    state = RunState(stages={"r": done("r", {"report": "x" * 5000}),
+                             "s": done("s", {"sections": ["y" * 700] * 4})})
+    refs = upstream_refs(state)
+    assert not refs["r"].inline and not refs["s"].inline

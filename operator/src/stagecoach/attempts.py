@@ -45,16 +45,39 @@ INLINE_UPSTREAM_TOTAL = 16 * 1024
 variable of the pod: Linux caps one at 128 KiB)."""
 
 
+def _may_fit(value: Any, limit: int) -> bool:
+    """False once a lower bound of ``value``'s JSON size passes ``limit``, without
+    encoding it: a megabyte-sized output is turned down by its length alone (this runs
+    on the operator's event loop for every upstream of every attempt)."""
+    budget, stack = limit, [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            budget -= len(v) + 2
+        elif isinstance(v, dict):
+            budget -= 1 + len(v)
+            stack += [*v.keys(), *v.values()]
+        elif isinstance(v, list | tuple):
+            budget -= 1 + len(v)
+            stack += v
+        else:
+            budget -= 1
+        if budget < 0:
+            return False
+    return True
+
+
 def _inline(value: Any, budget: int) -> int | None:
     """The JSON size of ``value`` when it may be inlined within ``budget``, else None.
     A null value is never inlined: the state cannot tell it from one not loaded."""
-    if value is None:
+    limit = min(INLINE_UPSTREAM_LIMIT, budget)
+    if value is None or not _may_fit(value, limit):
         return None
     try:
         size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
     except (TypeError, ValueError):
         return None
-    return size if size <= min(INLINE_UPSTREAM_LIMIT, budget) else None
+    return size if size <= limit else None
 
 
 def upstream_refs(state: RunState, only: set[str] | None = None) -> dict[str, UpstreamRef]:
