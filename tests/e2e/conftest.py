@@ -298,8 +298,8 @@ class Kubectl:
     def operator_trace(self, name: str) -> list[dict[str, Any]]:
         """The operator's trace events of pipeline ``name`` as readers see them: its
         trace record plus the run state's events not appended yet (batched)."""
-        from stagecoach.operator.fetch import with_outbox
         from stagecoach.operator.record import outbox_of
+        from stagecoach.store.trace import with_outbox
         cm = self("get", "configmap", f"{name}-trace-operator", "-o", "json", check=False)
         data = json.loads(cm.stdout)["data"]["operator.jsonl"] if cm.returncode == 0 else ""
         events = [json.loads(line) for line in data.splitlines()]

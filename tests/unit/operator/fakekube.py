@@ -27,7 +27,6 @@ class FakeKube:
         """Job name → (HTTP status, message) the API server answers its create with."""
         self.approvals: dict[tuple[str, str], dict[str, Any]] = {}
         self.requests = 0
-        self.configmap_patches = 0
         self.rv = 0
 
     def _next(self) -> str:
@@ -132,7 +131,6 @@ class FakeKube:
     async def patch_configmap(self, namespace: str, name: str,
                               patch: dict[str, Any]) -> dict[str, Any] | None:
         """A JSON merge patch of ``data``/``binaryData`` (what the store sends)."""
-        self.configmap_patches += 1
         key = (namespace, name)
         old = self.configmaps.get(key)
         if old is None:

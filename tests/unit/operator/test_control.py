@@ -12,11 +12,11 @@ from typing import Any
 
 from stagecoach.api import AttemptResult
 from stagecoach.operator.approvals import ApprovalIndex
-from stagecoach.operator.fetch import with_outbox
 from stagecoach.operator.reconciler import Reconciler
 from stagecoach.operator.record import outbox_of
 from stagecoach.operator.slots import ProviderSlots
 from stagecoach.store import ConfigMapStore, decode_output, encode_output
+from stagecoach.store.trace import with_outbox
 
 from .fakekube import FakeKube
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from stagecoach.operator import reconciler as reconciler_module
-from stagecoach.operator.fetch import with_outbox
 from stagecoach.operator.record import outbox_of
 
 from .fakekube import FakeKube
@@ -98,11 +97,3 @@ async def test_a_run_the_operator_ends_itself_keeps_the_events_it_saved() -> Non
     record = kube.configmaps[(NS, "p-trace-operator")]["data"]["operator.jsonl"]
     assert '"type":"StageStarted"' in record
 
-
-def test_readers_merge_the_outbox_by_time_and_count_a_copy_once() -> None:
-    a = {"ts": "2026-01-01T00:00:01Z", "type": "Decision", "stage": "v"}
-    b = {"ts": "2026-01-01T00:00:02Z", "type": "StageStarted", "stage": "w"}
-    c = {"ts": "2026-01-01T00:00:00Z", "type": "StageReady", "stage": "w"}
-    assert with_outbox([a], []) == [a]
-    assert with_outbox([a, b], [b, c]) == [c, a, b]
-    assert with_outbox([a], [dict(a)]) == [a]  # a re-appended Decision is not doubled

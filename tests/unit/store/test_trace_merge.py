@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stagecoach.store import merge_trace
+from stagecoach.store.trace import with_outbox
 
 
 def ev(ts: str, type_: str, stage: str | None = "a", attempt: int | None = 1,
@@ -30,3 +31,12 @@ def test_events_that_may_repeat_are_all_kept() -> None:
     assert len(merge_trace({"runner": retries})) == 4
     attempts = [ev("1", "StageStarted", attempt=1), ev("2", "StageStarted", attempt=2)]
     assert len(merge_trace({"operator": attempts})) == 2
+
+
+def test_readers_merge_the_outbox_by_time_and_count_a_copy_once() -> None:
+    a = {"ts": "2026-01-01T00:00:01Z", "type": "Decision", "stage": "v"}
+    b = {"ts": "2026-01-01T00:00:02Z", "type": "StageStarted", "stage": "w"}
+    c = {"ts": "2026-01-01T00:00:00Z", "type": "StageReady", "stage": "w"}
+    assert with_outbox([a], []) == [a]
+    assert with_outbox([a, b], [b, c]) == [c, a, b]
+    assert with_outbox([a], [dict(a)]) == [a]  # a re-appended Decision is not doubled

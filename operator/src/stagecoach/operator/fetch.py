@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from ..api import PipelineStatus, S3Storage
 from ..report import RunData
 from ..store import ConfigMapStore, NotFound, Store, StoreError, open_store, s3_store_ref
-from ..store.trace import merge_trace
+from ..store.trace import with_outbox
 from .kube import Kube
 from .reconciler import OUTPUT_KEY
 from .record import outbox_of, record_name
@@ -96,13 +95,3 @@ async def _read(kube: Kube, name: str, ns: str) -> RunData:
                               manifest=manifest, max_tokens=budget.get("maxTokens"),
                               source=f"{ns}/{name}", warnings=warnings)
 
-
-def with_outbox(events: list[dict[str, Any]], outbox: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
-    """The trace plus the run state's not-yet-appended events (the operator appends
-    them in batches): those already in the trace (a crash re-appends) count once."""
-    if not outbox:
-        return events
-    seen = {json.dumps(e, sort_keys=True, default=str) for e in events}
-    extra = [e for e in outbox if json.dumps(e, sort_keys=True, default=str) not in seen]
-    return merge_trace({"0": events, "1": extra}) if extra else events

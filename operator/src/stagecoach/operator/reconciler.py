@@ -135,8 +135,11 @@ class _Run:
     the next pass (:mod:`.rejections`)."""
     decisions: set[str] = field(default_factory=set)
     """Store keys of the approval decisions written as outputs (:mod:`.approvals`)."""
-    outbox_bytes: int = 0
-    """The JSON size of ``record.outbox`` (when to flush it, :data:`OUTBOX_FLUSH_BYTES`)."""
+
+
+def _json_size(events: list[dict[str, Any]]) -> int:
+    """The encoded size of trace events (bounded: the outbox is flushed past 8 KiB)."""
+    return sum(len(json.dumps(e, separators=(",", ":"), default=str)) for e in events)
 
 
 class Reconciler:
@@ -523,9 +526,7 @@ class Reconciler:
                                      f"the API server refused the run state "
                                      f"{record_name(name)} ({size} bytes): {e.api_message}")
                 return
-        run.outbox_bytes += sum(len(json.dumps(e, separators=(",", ":"), default=str))
-                                for e in events)
-        flush = plan.state.terminal or run.outbox_bytes >= OUTBOX_FLUSH_BYTES
+        flush = plan.state.terminal or _json_size(run.record.outbox) >= OUTBOX_FLUSH_BYTES
         # The verdicts are in the saved state: answer the StageApprovals now (before a
         # terminal status is published, so a restart in between answers them the same).
         await self.desk.answer(ns, body, [*plan.verdicts, *invalid_refusals(pending)])
@@ -777,7 +778,6 @@ class Reconciler:
         if run.record.outbox:
             await run.store.append_trace(WRITER, run.record.outbox)
             run.record.outbox = []
-        run.outbox_bytes = 0
 
     async def _post_events(self, ns: str, body: dict[str, Any], run: _Run,
                            actions: list[Action]) -> None:

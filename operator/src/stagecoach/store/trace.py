@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["ONCE", "encode_events", "merge_trace", "parse_events"]
+__all__ = ["ONCE", "encode_events", "merge_trace", "parse_events", "with_outbox"]
 
 ONCE = frozenset({
     "PipelineStarted", "PipelineSucceeded", "PipelineFailed", "OutputAssembled",
@@ -76,3 +76,15 @@ def merge_trace(records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]
             seen.add(key)
         out.append(event)
     return out
+
+
+def with_outbox(events: list[dict[str, Any]], outbox: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """A merged trace plus the events a run state carries that may not be appended yet
+    (the operator appends them in batches): an outbox event already in the trace (a
+    crash re-appends) counts once, whatever its type."""
+    if not outbox:
+        return events
+    seen = {json.dumps(e, sort_keys=True, default=str) for e in events}
+    extra = [e for e in outbox if json.dumps(e, sort_keys=True, default=str) not in seen]
+    return merge_trace({"0": events, "1": extra}) if extra else events
