@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from stagecoach_runner.templating import referenced_stages
@@ -19,16 +20,18 @@ from .api import (
     AttemptSpec,
     LoopInfo,
     ModelProvider,
+    ModelUsage,
     PipelineRef,
     ProviderSpec,
     ResolvedPipeline,
     StoreRef,
     UpstreamRef,
+    cost_of,
     stage_body,
 )
 from .engine import AttemptOutcome, RunState, StartAttempt, Tokens
 
-__all__ = ["build_attempt", "outcome_from_result", "upstream_refs"]
+__all__ = ["attempt_cost", "build_attempt", "outcome_from_result", "upstream_refs"]
 
 
 def _read_by(*templates: str | None) -> set[str] | None:
@@ -141,9 +144,25 @@ def build_attempt(
     )
 
 
+def attempt_cost(result: AttemptResult,
+                 providers: Mapping[str, ModelProvider]) -> Decimal | None:
+    """Exact USD of the attempt's tokens, each provider/model at its own pricing (a
+    fallback's at the fallback's); None when none of them is priced. A result without
+    the per-model breakdown (a runner before it existed) is billed to the provider and
+    model that answered."""
+    usage = list(result.usage)
+    if not usage and result.provider and result.model and result.tokens.total:
+        usage = [ModelUsage(provider=result.provider, model=result.model,
+                            input=result.tokens.input, output=result.tokens.output)]
+    specs = {n: p.spec for n, p in providers.items()}
+    return cost_of(usage, specs)
+
+
 def outcome_from_result(start: StartAttempt, result: AttemptResult,
-                        output: Any = None) -> AttemptOutcome:
-    """The engine's view of a finished attempt (``output``: the loaded output value)."""
+                        output: Any = None, *, cost: Decimal | None = None,
+                        cached: dict[str, Any] | None = None) -> AttemptOutcome:
+    """The engine's view of a finished attempt (``output``: the loaded output value;
+    ``cost``: :func:`attempt_cost`; ``cached``: the stage-cache hit that answered it)."""
     assert start.stage is not None and start.iteration is not None
     return AttemptOutcome(
         stage=start.stage,
@@ -157,4 +176,6 @@ def outcome_from_result(start: StartAttempt, result: AttemptResult,
         message=result.message,
         tokens=Tokens(result.tokens.input, result.tokens.output),
         duration_ms=result.duration_ms,
+        cost=None if cost is None else format(cost, "f"),
+        cached=cached,
     )

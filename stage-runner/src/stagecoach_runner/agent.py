@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from stagecoach.api import AgentSpec, AttemptSpec, ProviderSpec, TokenUsage
+from stagecoach.api import AgentSpec, AttemptSpec, ModelUsage, ProviderSpec, TokenUsage
 
 from .clock import Clock
 from .errors import FALLBACK_CLASSES, AttemptError
@@ -39,20 +39,34 @@ JSON_INSTRUCTION = "Respond with a single JSON document and nothing else."
 
 @dataclass
 class TokenMeter:
-    """Tokens reported over the whole attempt (all providers, all answers)."""
+    """Tokens reported over the whole attempt (all providers, all answers), and per
+    provider and model, so that each is billed at its own price."""
 
     input: int = 0
     output: int = 0
+    by_model: dict[tuple[str, str], ModelUsage] = field(default_factory=dict)
 
-    def add(self, response: ChatResponse) -> None:
-        """Count one answer."""
+    def add(self, response: ChatResponse, provider: str = "", model: str = "") -> None:
+        """Count one answer of ``provider``'s ``model`` (the name the stage asked for)."""
         self.input += response.input_tokens
         self.output += response.output_tokens
+        if not provider:
+            return
+        u = self.by_model.setdefault((provider, model),
+                                     ModelUsage(provider=provider, model=model))
+        u.input += response.input_tokens
+        u.output += response.output_tokens
+        u.cached_input += min(response.cached_input_tokens, response.input_tokens)
 
     @property
     def usage(self) -> TokenUsage:
         """As the API type."""
         return TokenUsage(input=self.input, output=self.output)
+
+    @property
+    def models(self) -> list[ModelUsage]:
+        """The tokens per provider and model, in the order first used."""
+        return [u.model_copy() for u in self.by_model.values()]
 
 
 @dataclass
@@ -278,7 +292,7 @@ async def run_agent(
                 input_tokens=estimate,
                 output_tokens=count_tokens(response.content, model),
             )
-        meter.add(response)
+        meter.add(response, name, model)
         await trace.emit(
             "OutputSnapshot",
             {

@@ -132,7 +132,7 @@ async def _attempt(
                     await save_positions(pool.players[name], store, name, writer_id_for(spec))
             await pool.aclose()
     elapsed = max(0, round((clock.monotonic() - started) * 1000))
-    update: dict[str, Any] = {"duration_ms": elapsed}
+    update: dict[str, Any] = {"duration_ms": elapsed, "usage": meter.models}
     if result.message:
         update["message"] = redactor.text(result.message)
     return result.model_copy(update=update)

@@ -30,7 +30,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from stagecoach.api import AttemptResult, AttemptSpec
+from stagecoach.api import AttemptResult, AttemptSpec, cost_of, format_usd
 
 from .tracing import Redactor, TraceSink
 
@@ -199,6 +199,9 @@ def attempt_attributes(spec: AttemptSpec, result: AttemptResult | None,
         if spec.agent is not None:
             attrs["gen_ai.usage.input_tokens"] = result.tokens.input
             attrs["gen_ai.usage.output_tokens"] = result.tokens.output
+            cost = cost_of(result.usage, spec.providers)
+            if cost is not None:  # USD, rounded to a micro-dollar (a span holds numbers)
+                attrs["gen_ai.usage.cost"] = float(format_usd(cost) or 0)
         attrs["stagecoach.outcome"] = result.phase
         if result.error_class:
             attrs["stagecoach.error_class"] = result.error_class

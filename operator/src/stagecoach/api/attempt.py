@@ -25,6 +25,7 @@ from pydantic import Field
 
 from ._base import ApiModel
 from .pipeline import AgentSpec, ErrorClass, RetryPolicy, RunSpec, StageSpecBody
+from .pricing import ModelUsage
 from .provider import ProviderSpec
 from .resolve import ResolvedStage
 from .status import TokenUsage
@@ -242,6 +243,10 @@ class AttemptResult(ApiModel):
         "message: the operator reads them here instead of from the store (one request "
         "less per attempt). The store stays the record.",
     )
+    usage: list[ModelUsage] = Field(
+        default_factory=list, max_length=16,
+        description="The tokens per provider and model (a fallback's apart from the "
+        "stage's own), so each is billed at its own price. They add up to ``tokens``.")
     duration_ms: int = Field(0, ge=0, description="Wall time of the attempt.")
     provider: str | None = Field(None, description="Provider that answered (agent stages).")
     model: str | None = Field(None, description="Model that answered (agent stages).")

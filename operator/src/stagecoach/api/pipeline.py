@@ -17,6 +17,7 @@ from pydantic import Field, JsonValue, model_validator
 
 from ._base import ApiModel, Duration, PositiveDuration
 from .meta import ObjectMeta
+from .pricing import Usd
 from .quantity import QUANTITY, resource_problems
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "ApprovalSpec",
     "Backoff",
     "Budget",
+    "CachePolicy",
     "ContextPolicy",
     "Defaults",
     "EnvVar",
@@ -258,8 +260,8 @@ _EXACTLY_ONE_OF_THREE: dict[str, JsonValue] = {
 }
 _APPROVAL_ALONE: dict[str, JsonValue] = {
     "rule": "!has(self.approval) || (!has(self.forEach) && !has(self.retry) && "
-            "!has(self.timeout) && !has(self.resources))",
-    "message": "an approval stage takes no forEach, retry, timeout or resources "
+            "!has(self.timeout) && !has(self.resources) && !has(self.cache))",
+    "message": "an approval stage takes no forEach, retry, timeout, resources or cache "
                "(approval.timeout bounds the wait)",
 }
 
@@ -301,6 +303,12 @@ class ApprovalSpec(ApiModel):
         description="Values the approver supplies.",
         json_schema_extra={"x-kubernetes-list-type": "map",
                            "x-kubernetes-list-map-keys": ["name"]})
+
+
+class CachePolicy(ApiModel):
+    """Reuse a stage's earlier answer when its inputs are the same (DESIGN §11)."""
+
+    ttl: PositiveDuration = Field(description="How long an entry answers (e.g. 24h).")
 
 
 class StageSpecBody(ApiModel):
@@ -360,6 +368,9 @@ class Stage(StageSpecBody):
     )
     approval: ApprovalSpec | None = Field(
         None, description="Wait for a person's decision (exactly one of agent/run/approval).")
+    cache: CachePolicy | None = Field(
+        None, description="Answer from the namespace's stage cache when the same inputs "
+        "ran within the TTL (default: spec.defaults.cache; unset: off).")
 
     def _check_kind(self) -> None:
         kinds = [k for k in ("agent", "run", "approval") if getattr(self, k) is not None]
@@ -368,7 +379,8 @@ class Stage(StageSpecBody):
                              + (f" (it has {' and '.join(kinds)})" if kinds else ""))
         if self.approval is not None:
             extra = [k for k, v in (("forEach", self.for_each), ("retry", self.retry),
-                                    ("timeout", self.timeout), ("resources", self.resources))
+                                    ("timeout", self.timeout), ("resources", self.resources),
+                                    ("cache", self.cache))
                      if v is not None]
             if extra:
                 raise ValueError(f"an approval stage takes no {', '.join(extra)} "
@@ -382,9 +394,24 @@ class TemplateRef(ApiModel):
 
 
 class Budget(ApiModel):
-    """Token budget over the whole pipeline."""
+    """Token and money budget over the whole pipeline (either or both)."""
 
-    max_tokens: int = Field(ge=1, description="Input+output tokens over all stages.")
+    model_config = {"json_schema_extra": {"x-kubernetes-validations": [
+        {"rule": "has(self.maxTokens) || has(self.maxCost)",
+         "message": "a budget needs maxTokens, maxCost or both"}]}}
+
+    max_tokens: int | None = Field(None, ge=1, description="Input+output tokens over all "
+                                   "stages.")
+    max_cost: Usd | None = Field(
+        None, description="USD over all stages (a decimal string such as \"5.00\"), at "
+        "the models' pricing; stages of unpriced models add nothing.")
+
+    @model_validator(mode="after")
+    def _something(self) -> Budget:
+        if self.max_tokens is None and self.max_cost is None:
+            raise ValueError("a budget needs maxTokens, maxCost or both")
+        return self
+
 
 
 class S3Storage(ApiModel):
@@ -429,6 +456,9 @@ class Defaults(ApiModel):
     model: str | None = Field(None, description="Default model for agent stages.")
     timeout: PositiveDuration | None = Field(None, description="Default per-attempt timeout.")
     retry: RetryPolicy | None = Field(None, description="Default retry policy.")
+    cache: CachePolicy | None = Field(
+        None, description="Default stage cache of agent and run stages (finally and "
+        "approval stages never cache).")
 
 
 _STAGE_LIST: dict[str, JsonValue] = {
@@ -513,7 +543,7 @@ class PipelineSpec(ApiModel):
         None, ge=0, description="Delete the pipeline, with everything it owns, this many "
         "seconds after it finished (default: the operator's, the chart's "
         "operator.ttlSecondsAfterFinished; unset: keep it).")
-    budget: Budget | None = Field(None, description="Token budget.")
+    budget: Budget | None = Field(None, description="Token and USD budget.")
     storage: Storage | None = Field(None, description="Output and trace storage.")
     defaults: Defaults | None = Field(None, description="Stage defaults.")
     stages: list[Stage] | None = Field(

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from ._base import ApiModel, PositiveDuration
 from .pipeline import SecretKeyRef
+from .pricing import Pricing
 
 __all__ = [
     "Cassette",
@@ -35,6 +36,9 @@ class ModelInfo(ApiModel):
 
     context_window: int | None = Field(None, ge=1, description="Context window in tokens.")
     max_output_tokens: int | None = Field(None, ge=1, description="Maximum output tokens.")
+    pricing: Pricing | None = Field(
+        None, description="Prices in USD per million tokens (decimal strings); without "
+        "them the model's stages show tokens only, never a cost.")
 
 
 class ProviderLimits(ApiModel):

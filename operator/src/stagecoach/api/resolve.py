@@ -22,6 +22,7 @@ from .pipeline import (
     DEFAULT_MAX_INSTANCES,
     AgentSpec,
     ApprovalSpec,
+    CachePolicy,
     Defaults,
     RetryPolicy,
     Route,
@@ -52,6 +53,8 @@ class ResolvedStage:
     path: str = ""
     """Field path of the stage in the manifest, for messages (``spec.stages[2]``)."""
     approval: ApprovalSpec | None = None
+    cache: CachePolicy | None = None
+    """The stage cache (DESIGN §11); never on finally or approval stages."""
 
     @property
     def provider(self) -> str | None:
@@ -79,6 +82,8 @@ class ResolvedPipeline:
     max_parallel: int | None = None
     timeout: timedelta | None = None
     max_tokens: int | None = None
+    max_cost: str | None = None
+    """``budget.maxCost`` (USD, a decimal string)."""
     max_instances: int = DEFAULT_MAX_INSTANCES
     stages_path: str = "spec.stages"
     resume_from: str | None = None
@@ -146,6 +151,8 @@ def _resolve_stage(
             "on_failure": stage.on_failure,
             "approval": stage.approval,
         }
+        if stage.approval is None:
+            extra["cache"] = stage.cache or d.cache
     return ResolvedStage(
         name=stage.name,
         agent=agent,
@@ -216,6 +223,7 @@ def resolve_pipeline(
         max_parallel=spec.max_parallel,
         timeout=spec.timeout,
         max_tokens=spec.budget.max_tokens if spec.budget else None,
+        max_cost=spec.budget.max_cost if spec.budget else None,
         max_instances=(spec.limits.max_instances if spec.limits
                        else DEFAULT_MAX_INSTANCES),
         stages_path=stages_path,

@@ -79,6 +79,8 @@ class StageStatus(ApiModel):
     message: str | None = Field(None, description="Human-readable detail.")
     output_ref: str | None = Field(None, description="Where the output is stored.")
     tokens: TokenUsage = Field(default_factory=TokenUsage, description="Tokens, all attempts.")
+    cost: str | None = Field(None, description="USD of those tokens (decimal string, "
+                             "rounded to a micro-dollar); absent when no model is priced.")
     instances: InstanceCounts | None = Field(None, description="forEach stages only.")
 
 
@@ -94,6 +96,8 @@ class PipelineStatus(ApiModel):
     progress: str | None = Field(None, description="Finished stages / all stages.")
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
     tokens: TokenUsage = Field(default_factory=TokenUsage, description="Tokens over all stages.")
+    cost: str | None = Field(None, description="USD over all stages (decimal string, rounded "
+                             "to a micro-dollar); absent when no model is priced.")
     stages: list[StageStatus] = Field(
         default_factory=list,
         description="Per-stage progress, keyed by name.",

@@ -51,6 +51,8 @@ from ..local.prompt import TerminalApprover
 from ..local.resume import PriorRun, ResumeError, load_prior
 from ..local.rundir import RunDir
 from ..store import OUTPUTS, LocalStore, Store, StoreError, open_store, s3_store_ref
+from ..store.cache import LOCAL_DIR as CACHE_DIR
+from ..store.cache import StageCache
 from .validate import load_manifests
 
 __all__ = ["EXIT_CANCELLED", "exit_code", "parse_params", "run_pipeline"]
@@ -96,6 +98,8 @@ def _stage_doc(s: ResolvedStage) -> dict[str, Any]:
         doc["approval"] = s.approval.dump()
     if s.routes:
         doc["routes"] = [r.dump() for r in s.routes]
+    if s.cache:
+        doc["cache"] = s.cache.dump()
     if not s.approval:  # a gate takes no retry or timeout (approval.timeout bounds it)
         doc["retry"] = s.retry.dump()
         if s.timeout:
@@ -238,6 +242,12 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
             print(f"stagecoach run: --resume: cannot copy the reused outputs from "
                   f"{prior.path}: {e}", file=sys.stderr)
             return 1
+    cache = StageCache(LocalStore(run_dir.path.parent / CACHE_DIR))
+    if any(s.cache for s in resolved.stages):
+        try:  # the cache's expired entries go when a run that uses the cache starts
+            await cache.collect(datetime.now(UTC))
+        except (StoreError, OSError) as e:
+            print(f"note: cannot collect expired stage-cache entries: {e}", flush=True)
     terminal = sys.stdout  # before rich's live display redirects sys.stdout (markup!)
     progress = make_progress(run_dir=str(run_dir.path))
     approver = None
@@ -251,7 +261,7 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
                                                         auto_approve=auto_approve),
                                      listener=progress, store=store, store_ref=store_ref,
                                      owner=owner, approver=approver, resume=seed,
-                                     notes=progress.note)
+                                     notes=progress.note, cache=cache)
             try:
                 state = await executor.execute()
             finally:

@@ -92,19 +92,21 @@ class ScheduleRetry(Action):
     message: str = ""
     at: datetime | None = None
     duration_ms: int | None = None
+    cost: str | None = None
+    """USD of the failed attempt's tokens (they were billed), when priced."""
 
     def event(self) -> dict[str, Any]:
         """``StageFailed`` with ``willRetry: true``."""
-        return self._evt(
-            "StageFailed",
-            {
-                "errorClass": self.error_class,
-                "message": self.message,
-                "willRetry": True,
-                "nextAttemptAt": _iso(self.at),
-                "durationMs": self.duration_ms,
-            },
-        )
+        data = {
+            "errorClass": self.error_class,
+            "message": self.message,
+            "willRetry": True,
+            "nextAttemptAt": _iso(self.at),
+            "durationMs": self.duration_ms,
+        }
+        if self.cost is not None:
+            data["cost"] = self.cost
+        return self._evt("StageFailed", data)
 
 
 @dataclass(frozen=True)

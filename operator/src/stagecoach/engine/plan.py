@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ..api import ResolvedPipeline, ResolvedStage, format_duration
+from ..api import (
+    ResolvedPipeline,
+    ResolvedStage,
+    add_usd,
+    format_duration,
+    format_usd,
+    parse_usd,
+)
 from . import policies
 from .actions import (
     Action,
@@ -76,6 +83,11 @@ class AttemptOutcome:
     message: str | None = None
     tokens: Tokens = field(default_factory=Tokens)
     duration_ms: int | None = None
+    cost: str | None = None
+    """USD of the attempt's tokens, exact (a decimal string); None when unpriced."""
+    cached: dict[str, Any] | None = None
+    """A stage-cache hit (DESIGN §11): ``{key, from, createdAt, saved}``; the attempt
+    ran nothing, so tokens and cost are zero."""
 
 
 @dataclass
@@ -202,7 +214,7 @@ class _Planner(GateSteps):
     # -- attempt results -----------------------------------------------------------
     def attempt_failed(self, stage: ResolvedStage, run: StageRun, inst: Instance,
                        error_class: str, message: str, duration_ms: int | None,
-                       retry: bool = True) -> None:
+                       retry: bool = True, cost: str | None = None) -> None:
         """Retry with backoff, or fail the instance for good."""
         base: dict[str, Any] = {"stage": run.name, "iteration": run.iteration,
                                 "attempt": inst.attempt, "index": inst.index}
@@ -214,13 +226,16 @@ class _Planner(GateSteps):
             inst.next_attempt_at = self.now + delay
             inst.previous_error = message if error_class == "MalformedOutput" else None
             self.emit(ScheduleRetry(**base, error_class=error_class, message=message,
-                                    at=inst.next_attempt_at, duration_ms=duration_ms))
+                                    at=inst.next_attempt_at, duration_ms=duration_ms,
+                                    cost=cost))
             return
         inst.phase = "Failed"
         inst.finished_at = self.now
-        self.emit(StageEvent(**base, type="StageFailed", data={
-            "errorClass": error_class, "message": message, "willRetry": False,
-            "durationMs": duration_ms}))
+        data: dict[str, Any] = {"errorClass": error_class, "message": message,
+                                "willRetry": False, "durationMs": duration_ms}
+        if cost is not None:
+            data["cost"] = cost
+        self.emit(StageEvent(**base, type="StageFailed", data=data))
         if stage.on_failure != "continue" and not stage.is_finally and self.st.failure is None:
             where = run.name if inst.index is None else f"{run.name}[{inst.index}]"
             self.st.failure = ("StageFailed", f"stage {where} failed ({error_class}): {message}")
@@ -231,6 +246,8 @@ class _Planner(GateSteps):
         run = self.own(o.stage)
         run.tokens.add(o.tokens)
         self.st.tokens.add(o.tokens)
+        run.cost = add_usd(run.cost, o.cost)
+        self.st.cost = add_usd(self.st.cost, o.cost)
         inst = next((i for i in run.instances if i.index == o.index), None)
         if (inst is None or run.iteration != o.iteration or inst.attempt != o.attempt
                 or inst.phase != "Running"):
@@ -240,15 +257,25 @@ class _Planner(GateSteps):
             inst.phase, inst.finished_at = "Succeeded", self.now
             inst.output, inst.output_ref, inst.reason, inst.message = (
                 o.output, o.output_ref, None, None)
+            data: dict[str, Any] = {
+                "durationMs": o.duration_ms,
+                "tokens": {"input": o.tokens.input, "output": o.tokens.output},
+                "outputRef": o.output_ref}
+            if o.cost is not None:
+                data["cost"] = o.cost
+            kind = "StageSucceeded"
+            if o.cached is not None:
+                kind, data = "StageCached", {**data, **o.cached}
+                origin = o.cached.get("from") or {}
+                inst.reason = "Cached"
+                inst.message = (f"answered by the stage cache (produced by pipeline "
+                                f"{origin.get('pipeline', '?')}, stage {origin.get('stage', '?')}"
+                                f", at {o.cached.get('createdAt', '?')})")
             self.emit(StageEvent(stage=o.stage, iteration=o.iteration, attempt=o.attempt,
-                                 index=o.index, type="StageSucceeded", data={
-                                     "durationMs": o.duration_ms,
-                                     "tokens": {"input": o.tokens.input,
-                                                "output": o.tokens.output},
-                                     "outputRef": o.output_ref}))
+                                 index=o.index, type=kind, data=data))
         else:
             self.attempt_failed(stage, run, inst, o.error_class or "Error", o.message or "",
-                                o.duration_ms)
+                                o.duration_ms, cost=o.cost)
 
     # -- the pass ------------------------------------------------------------------
     def run(self, control: Control | None = None,
@@ -324,18 +351,21 @@ class _Planner(GateSteps):
                     self.attempt_failed(s, run, inst, "Timeout", msg, self.elapsed_ms(inst))
 
     def check_budget(self) -> None:
-        msg = policies.budget_message(self.p.max_tokens, self.st.tokens)
+        limits = (self.p.max_tokens, self.st.tokens, self.p.max_cost, self.st.cost)
+        msg = policies.budget_message(*limits)
         if self.st.budget_exceeded:
             # Attempts running when the budget ran out finish and add their tokens: the
             # message always states the current total, the same figure as status.tokens.
             if self.st.failure is not None and self.st.failure[0] == "BudgetExceeded":
                 self.st.failure = ("BudgetExceeded", msg)
             return
-        if not policies.over_budget(self.p.max_tokens, self.st.tokens):
+        if not policies.over_budget(*limits):
             return
         self.st.budget_exceeded = True
-        self.emit(StageEvent(type="BudgetExceeded", data={
-            "used": self.st.tokens.total, "maxTokens": self.p.max_tokens}))
+        data: dict[str, Any] = {"used": self.st.tokens.total, "maxTokens": self.p.max_tokens}
+        if self.p.max_cost is not None:
+            data.update(cost=format_usd(parse_usd(self.st.cost)), maxCost=self.p.max_cost)
+        self.emit(StageEvent(type="BudgetExceeded", data=data))
         if self.st.failure is None:
             self.st.failure = ("BudgetExceeded", msg)
 
@@ -545,6 +575,8 @@ class _Planner(GateSteps):
             run.output_iteration = run.iteration
             return True
         run.phase, run.reason, run.message = "Succeeded", None, None
+        if run.instances and all(i.reason == "Cached" for i in run.instances):
+            run.reason, run.message = "Cached", run.instances[0].message
         if stage.approval is not None:
             run.inline_output = run.instances[0].output
         if not run.instances:  # forEach over an empty list: no attempt, still an end event

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 
-from ..api import ResolvedStage, RetryPolicy, Route
+from ..api import ResolvedStage, RetryPolicy, Route, format_usd, parse_usd
 from .state import Instance, StageRun, Tokens
 
 __all__ = [
@@ -91,13 +91,23 @@ def pipeline_deadline(started_at: datetime | None, timeout: timedelta | None) ->
     return started_at + timeout
 
 
-def over_budget(max_tokens: int | None, used: Tokens) -> bool:
-    """True when the token budget is used up."""
-    return max_tokens is not None and used.total >= max_tokens
+def over_budget(max_tokens: int | None, used: Tokens, max_cost: str | None = None,
+                cost: str | None = None) -> bool:
+    """True when the token budget or the USD budget is used up."""
+    if max_tokens is not None and used.total >= max_tokens:
+        return True
+    spent, limit = parse_usd(cost), parse_usd(max_cost)
+    return limit is not None and spent is not None and spent >= limit
 
 
-def budget_message(max_tokens: int | None, used: Tokens) -> str:
-    """The pipeline's message once the budget is used up (always the current total)."""
+def budget_message(max_tokens: int | None, used: Tokens, max_cost: str | None = None,
+                   cost: str | None = None) -> str:
+    """The pipeline's message once the budget is used up (always the current totals)."""
+    spent, limit = parse_usd(cost), parse_usd(max_cost)
+    if limit is not None and spent is not None and spent >= limit and not (
+            max_tokens is not None and used.total >= max_tokens):
+        return (f"cost budget used up: ${format_usd(spent)} of ${format_usd(limit)}; "
+                "no new stage starts")
     return f"token budget used up: {used.total} of {max_tokens} tokens; no new stage starts"
 
 

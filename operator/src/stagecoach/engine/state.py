@@ -91,6 +91,8 @@ class StageRun:
     """forEach stages: where each instance's output is stored (None: failed)."""
     output_iteration: int | None = None
     tokens: Tokens = field(default_factory=Tokens)
+    cost: str | None = None
+    """USD of those tokens, exact (a decimal string); None while nothing was priced."""
     loop_from: str | None = None
     loop_reason: str | None = None
     inline_output: Any = None
@@ -129,6 +131,8 @@ class RunState:
     loops: dict[str, int] = field(default_factory=dict)
     """Times each back-edge was taken, keyed ``<stage>#<route index>``."""
     tokens: Tokens = field(default_factory=Tokens)
+    cost: str | None = None
+    """USD over all stages, exact (a decimal string); None while nothing was priced."""
     budget_exceeded: bool = False
     final_output: str | None = None
 

@@ -17,6 +17,8 @@ from ..api import (
     ResolvedPipeline,
     StageStatus,
     TokenUsage,
+    format_usd,
+    parse_usd,
 )
 from .state import RunState, StageRun
 
@@ -63,6 +65,7 @@ def _stage_status(run: StageRun, job_name: Callable[[StageRun], str | None] | No
         message=_short(message),
         output_ref=output_ref,
         tokens=TokenUsage(input=run.tokens.input, output=run.tokens.output),
+        cost=format_usd(parse_usd(run.cost)),
         instances=counts,
     )
 
@@ -114,6 +117,7 @@ def to_status(
         progress=f"{done}/{len(regular)}",
         conditions=conditions,
         tokens=TokenUsage(input=state.tokens.input, output=state.tokens.output),
+        cost=format_usd(parse_usd(state.cost)),
         stages=[_stage_status(state.stages[s.name], job_name, refs.get(s.name))
                 for s in pipeline.all_stages],
         trace_ref=trace_ref,

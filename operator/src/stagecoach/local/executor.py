@@ -33,7 +33,8 @@ from stagecoach_runner.providers import ProviderPool
 
 from .. import telemetry
 from ..api import AttemptResult, AttemptSpec, ModelProvider, ResolvedPipeline, StoreRef
-from ..attempts import build_attempt, outcome_from_result
+from ..attempts import attempt_cost, build_attempt, outcome_from_result
+from ..caching import answer, attempt_key, hit_cost, remember
 from ..engine import (
     Action,
     ApprovalDecision,
@@ -49,6 +50,7 @@ from ..engine import (
     trace_events,
 )
 from ..store import Store, StoreError, decode_output, encode_output, output_key
+from ..store.cache import StageCache
 from .commit import GroupCommitStore
 from .desk import ControlDesk
 from .owner import WAKE_SIGNAL, RunOwner, quiet_wake_signal
@@ -123,7 +125,8 @@ class LocalExecutor:
                  store: Store | None = None, store_ref: StoreRef | None = None,
                  owner: RunOwner | None = None, approver: Approver | None = None,
                  resume: ResumeSeed | None = None,
-                 notes: Callable[[str], None] | None = None) -> None:
+                 notes: Callable[[str], None] | None = None,
+                 cache: StageCache | None = None) -> None:
         if (store is None) != (store_ref is None):
             raise ValueError("pass both store and store_ref (the ref attempts get), or neither")
         self.pipeline = pipeline
@@ -152,6 +155,12 @@ class LocalExecutor:
         self.approver = approver
         self.resume = resume
         self.notes = notes
+        self.cache = cache
+        """The stage cache (DESIGN §11): ``<--store>/.cache``; None: no stage caches."""
+        self._keys: dict[Key, str] = {}
+        """Cache keys of running attempts whose stage caches."""
+        self._hits: dict[Key, tuple[Any, dict[str, Any]]] = {}
+        """Attempts the cache answered: (output value, ``StageCached`` facts)."""
         self._approval_refs: dict[str, str] = {}
         self._saved: datetime | None = None
         self._saving: asyncio.Future[None] | None = None
@@ -464,17 +473,28 @@ class LocalExecutor:
 
     async def _outcome(self, start: StartAttempt,
                        result: AttemptResult | None) -> AttemptOutcome | None:
+        key: Key = (start.stage or "", start.iteration or 0, start.index, start.attempt or 0)
+        cache_key, hit = self._keys.pop(key, None), self._hits.pop(key, None)
         if result is None:  # stopped by us: the engine already accounted for it
             return None
+        if hit is not None:
+            return outcome_from_result(start, result, hit[0], cached=hit[1],
+                                       cost=hit_cost(hit[1]))
         output: Any = None
+        fmt = "json"
         if result.ok and result.output_ref:
             try:
-                output = decode_output(await self.store.get(result.output_ref)).value
+                stored = decode_output(await self.store.get(result.output_ref))
+                output, fmt = stored.value, stored.format
             except Exception as exc:  # the store lost it: that attempt failed after all
                 result = AttemptResult.failed("Error", f"cannot read the output: {exc}",
-                                              tokens=result.tokens,
+                                              tokens=result.tokens, usage=result.usage,
                                               duration_ms=result.duration_ms)
-        return outcome_from_result(start, result, output)
+        cost = attempt_cost(result, self.providers)
+        if cache_key is not None and self.cache is not None and result.ok:
+            await remember(self.cache, cache_key, self.pipeline, start, result, fmt, output,
+                           cost, self.clock())
+        return outcome_from_result(start, result, output, cost=cost)
 
     # -- side effects ------------------------------------------------------------------
     def _free_slots(self) -> dict[str, int]:
@@ -504,7 +524,18 @@ class LocalExecutor:
             self.store, spec, self._runner_clock, writer_id=self.options.writer_id,
             redactor=self.pool.redactor)
 
+        cache_key = (attempt_key(self.pipeline, self.state, start, spec, self.providers)
+                     if self.cache is not None else None)
+        if cache_key is not None:
+            self._keys[key] = cache_key
+
         async def attempt() -> AttemptResult:
+            if cache_key is not None and self.cache is not None:
+                hit = await answer(self.cache, cache_key, self.pipeline, spec, self.store,
+                                   self.clock())
+                if hit is not None:
+                    self._hits[key] = (hit[1], hit[2])
+                    return hit[0]
             return await run_attempt(spec, self.store, pool=self.pool, trace_writer=sink,
                                      traceparent=self._traceparent, logs=self.run_dir.logs)
 

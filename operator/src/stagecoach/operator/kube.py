@@ -217,6 +217,11 @@ class Kube:
                                 missing_ok=True)
         return dict(data) if data else None
 
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        """Delete a ConfigMap (expired stage-cache entries); gone already is fine."""
+        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/configmaps/{name}",
+                         missing_ok=True, what=f"delete configmap {name}")
+
     # -- the leader-election Lease --------------------------------------------------------
     async def get_lease(self, ns: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease, or None."""

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ._protocol import NotFound, StoreError, TooLarge
-from .keys import OUTPUTS, REPLAY, TRACE, trace_key
+from .keys import CACHE, OUTPUTS, REPLAY, TRACE, trace_key
 from .trace import encode_events, merge_trace, parse_events
 
 __all__ = [
@@ -150,6 +150,8 @@ def _kind(key: str) -> str:
         return "trace"
     if key.startswith(REPLAY):
         return "replay"
+    if key.startswith(CACHE):
+        return "cache"
     return "data"
 
 
@@ -402,13 +404,22 @@ class ConfigMapStore:
             raise NotFound(key)
         return self._value(cm, key)
 
+    async def delete(self, key: str) -> None:
+        """Delete the key's ConfigMap (gone already is fine); needs a client that can
+        delete (the operator's: only it collects expired stage-cache entries)."""
+        delete = getattr(self.client, "delete_configmap", None)
+        if delete is None:
+            raise StoreError(f"{self}: this client cannot delete {key}")
+        await delete(self.namespace, self.name_for(key))
+
     def _selector(self, kind: str | None) -> str:
         sel = f"{MANAGED_BY}=stagecoach,stagecoach.dev/pipeline={label_value(self.pipeline)}"
         return sel + (f",stagecoach.dev/kind={kind}" if kind else "")
 
     async def _items(self, prefix: str) -> builtins.list[dict[str, Any]]:
         kind = None
-        for p, k in ((OUTPUTS, "output"), (TRACE, "trace"), (REPLAY, "replay")):
+        for p, k in ((OUTPUTS, "output"), (TRACE, "trace"), (REPLAY, "replay"),
+                     (CACHE, "cache")):
             if prefix.startswith(p):
                 kind = k
         items = await self.client.list_configmaps(self.namespace, self._selector(kind))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "CACHE",
     "OUTPUTS",
     "REPLAY",
     "TRACE",
@@ -25,6 +26,8 @@ __all__ = [
 OUTPUTS = "outputs/"
 TRACE = "trace/"
 REPLAY = "replay/"
+CACHE = "cache/"
+"""Stage-cache entries (:mod:`.cache`), in a store of their own, never a run's."""
 
 _WRITER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 _OUTPUT = re.compile(r"^outputs/([a-z0-9-]+)/(\d+)(?:-(\d+))?\.json$")

@@ -82,6 +82,14 @@ class LocalStore:
         except OSError as e:
             raise StoreError(f"cannot read {path}: {e}") from e
 
+    async def delete(self, key: str) -> None:
+        """Remove a key (missing is fine)."""
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(path.unlink, True)
+        except OSError as e:
+            raise StoreError(f"cannot delete {path}: {e}") from e
+
     async def list(self, prefix: str = "") -> builtins.list[str]:
         """Keys under ``prefix`` (a plain string prefix), sorted; temp files excluded."""
         return await asyncio.to_thread(self._list, prefix)

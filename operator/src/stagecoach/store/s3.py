@@ -233,6 +233,16 @@ class S3Store:
         except Exception as e:
             raise self._error(e, "read", key) from None
 
+    async def delete(self, key: str) -> None:
+        """Delete one object (missing is fine)."""
+        path = self._path(key)
+        try:
+            await asyncio.to_thread(obstore.delete, self._os, path)
+        except Exception as e:
+            err = self._error(e, "delete", key)
+            if not isinstance(err, NotFound):
+                raise err from None
+
     async def list(self, prefix: str = "") -> builtins.list[str]:
         """Keys starting with ``prefix`` (a plain string prefix, as in every store), sorted."""
         directory = prefix.rpartition("/")[0]

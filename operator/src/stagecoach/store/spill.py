@@ -24,7 +24,7 @@ import builtins
 import json
 from typing import Any
 
-from ._protocol import Store, StoreError, TooLarge
+from ._protocol import NotFound, Store, StoreError, TooLarge
 
 __all__ = ["DEFAULT_SPILL_THRESHOLD", "SPILL_MARKER", "SpillStore", "is_pointer"]
 
@@ -87,6 +87,17 @@ class SpillStore:
             raise StoreError(f"{key}: {pointer[SPILL_MARKER]} holds {len(value)} bytes, "
                              f"the pointer says {size} (overwritten?)")
         return value
+
+    async def delete(self, key: str) -> None:
+        """Delete the value: its pointer and, when it spilled, the overflow object."""
+        try:
+            data = await self.primary.get(key)
+        except NotFound:
+            return
+        if is_pointer(data):
+            await getattr(self.overflow, "delete")(key)  # noqa: B009 (every overflow store deletes)
+        await getattr(self.primary, "delete")(key)  # noqa: B009
+        self._spilled.discard(key)
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         """The primary's keys (spilled values have their pointers there)."""

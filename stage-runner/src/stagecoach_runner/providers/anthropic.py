@@ -73,9 +73,14 @@ class AnthropicProvider:
             b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text"
         )
         usage = data.get("usage") or {}
+        # Anthropic counts prompt-cache reads and writes apart from input_tokens; all of
+        # them are input. Reads are the cached input (writes bill at the input price here).
+        read = int(usage.get("cache_read_input_tokens") or 0)
+        written = int(usage.get("cache_creation_input_tokens") or 0)
         return ChatResponse(
             content=text,
-            input_tokens=int(usage.get("input_tokens") or 0),
+            input_tokens=int(usage.get("input_tokens") or 0) + read + written,
+            cached_input_tokens=read,
             output_tokens=int(usage.get("output_tokens") or 0),
             model=data.get("model"),
             finish_reason=data.get("stop_reason"),

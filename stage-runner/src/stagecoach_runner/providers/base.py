@@ -64,6 +64,9 @@ class ChatResponse:
     content: str
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of the input tokens, those the provider served from its prompt cache (billed at
+    the model's ``cachedInput`` price)."""
     model: str | None = None
     finish_reason: str | None = None
     usage_reported: bool = True

@@ -91,10 +91,13 @@ class OpenAIProvider:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise ConnectFailed(f"{self.url}: no choices[0].message in the answer") from None
         usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
         return ChatResponse(
             content=content,
             input_tokens=int(usage.get("prompt_tokens") or 0),
             output_tokens=int(usage.get("completion_tokens") or 0),
+            cached_input_tokens=int(cached or 0),
             model=data.get("model"),
             finish_reason=choice.get("finish_reason"),
             usage_reported=bool(usage),
