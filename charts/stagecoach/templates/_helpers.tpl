@@ -53,17 +53,18 @@ exactly what it calls (kopf only watches; it never writes to our objects). */}}
   resources: [pods]
   verbs: [list, watch, delete]
 # patch: held only to grant it to the stage Role (the API server refuses to grant what
-# the granter lacks); the operator itself never patches a ConfigMap.
+# the granter lacks); the operator itself never patches a ConfigMap. delete: expired
+# stage-cache entries (stagecoach-cache-*), which no pipeline owns.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, update, patch]
+  verbs: [get, list, create, update, patch, delete]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end -}}
 
 {{/* What a stage pod's runner may do: read ConfigMaps and update the ones the operator
-prepared for its attempt (no create, patch or delete). The stage-writes admission
+prepared for its attempt (patch is an update of data; no create or delete). The stage-writes admission
 policy (stage-policy.yaml) narrows "update" to that pod's own objects. Keep equal to
 stagecoach.operator.policy.STAGE_RULES (a test checks). */}}
 {{- define "stagecoach.stageRules" -}}

@@ -178,4 +178,5 @@ def outcome_from_result(start: StartAttempt, result: AttemptResult,
         duration_ms=result.duration_ms,
         cost=None if cost is None else format(cost, "f"),
         cached=cached,
+        usage=tuple(result.usage),
     )

@@ -11,6 +11,7 @@ lookup that fails is a miss, a save that fails is logged.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -26,10 +27,12 @@ from .api import (
 )
 from .cachekey import cache_key
 from .engine import Instance, RunState, StartAttempt, variables
-from .store import Store, encode_output, output_key
+from .store import Store, StoreError, encode_output, output_key
 from .store.cache import CacheEntry, StageCache
 
 __all__ = ["answer", "attempt_key", "hit_cost", "remember"]
+
+log = logging.getLogger("stagecoach.cache")
 
 
 def attempt_key(pipeline: ResolvedPipeline, state: RunState, start: StartAttempt,
@@ -61,7 +64,11 @@ async def answer(cache: StageCache, key: str, pipeline: ResolvedPipeline, spec: 
     data = encode_output(entry.value, "json" if entry.format == "json" else "text",
                          stage=spec.stage.name, iteration=spec.iteration,
                          attempt=spec.attempt, index=spec.index, cachedFrom=entry.origin)
-    await store.put(ref, data)
+    try:
+        await store.put(ref, data)
+    except StoreError as e:  # e.g. too large for this run's store: the stage runs
+        log.warning("stage cache: cannot copy entry %s into %s: %s", key, ref, e)
+        return None
     result = AttemptResult(phase="Succeeded", tokens=TokenUsage(), output_ref=ref,
                            output=inline_output(data))
     return result, entry.value, entry.describe()

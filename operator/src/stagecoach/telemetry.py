@@ -146,14 +146,18 @@ def pipeline_child_span(uid: str, name: str, *, attributes: Mapping[str, Any] | 
 
 
 def set_pipeline_outcome(span: Span | None, phase: str, message: str | None = None,
-                         tokens: tuple[int, int] | None = None) -> None:
-    """Record the run's final phase (and token totals) on its root span."""
+                         tokens: tuple[int, int] | None = None,
+                         cost: str | None = None) -> None:
+    """Record the run's final phase (and token totals, and USD when priced) on its root
+    span."""
     if span is None:
         return
     span.set_attribute("stagecoach.phase", phase)
     if tokens is not None:
         span.set_attribute("gen_ai.usage.input_tokens", tokens[0])
         span.set_attribute("gen_ai.usage.output_tokens", tokens[1])
+    if cost is not None:  # USD, rounded to a micro-dollar (a span holds numbers)
+        span.set_attribute("gen_ai.usage.cost", float(cost))
     if phase in ("Failed", "Cancelled", "Invalid"):
         span.set_status(Status(StatusCode.ERROR, f"{phase}: {message or ''}"[:500]))
 

@@ -54,6 +54,11 @@ CASES = [
     ("both agent and run", "    - name: a\n      run: {image: x, command: [x]}\n"
                            "      agent: {provider: p, model: m, prompt: hi}\n",
      "spec.stages[0]: a stage needs exactly one of agent, run or approval (it has agent and run)"),
+    ("cache on an approval stage", "    - name: a\n      cache: {ttl: 1h}\n"
+                                   "      approval: {message: ready}\n",
+     "spec.stages[0]: an approval stage takes no cache"),
+    ("zero cache ttl", _stage("a", "cache: {ttl: 0s}"),
+     "spec.stages[0].cache.ttl: must be greater than 0"),
     ("hyphen in CEL", _stage("fact-check") + _stage("b", "dependsOn: [fact-check]\n"
                                                     "when: stages.fact-check.output.ok"),
      "stages['fact-check']"),
@@ -70,6 +75,33 @@ def test_invalid_manifests_name_path_and_reason(
     err = capsys.readouterr().err
     assert f"{f}: " in err and expected in err, err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("budget: {}", "spec.budget: a budget needs maxTokens, maxCost or both"),
+    ("budget: {maxCost: 5}", "spec.budget.maxCost: must be a string, got an integer (5)"),
+    ("budget: {maxCost: '-1'}", "spec.budget.maxCost: '-1' does not match the pattern"),
+])
+def test_budget_mistakes_name_path_and_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str, expected: str
+) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(HEAD + f"spec:\n  {spec}\n  stages:\n" + _stage("a") + PROVIDER)
+    assert main(["validate", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert expected in err, err
+
+
+def test_a_float_price_is_refused_with_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "p.yaml"
+    f.write_text(HEAD + "spec:\n  stages:\n" + _stage("a") + "---\napiVersion: "
+                 "stagecoach.dev/v1alpha1\nkind: ModelProvider\nmetadata: {name: p}\n"
+                 "spec: {type: openai, models: {m: {pricing: {input: 0.15, output: '1'}}}}\n")
+    assert main(["validate", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert "spec.models.m.pricing.input: must be a string, got a number (0.15)" in err, err
 
 
 def test_yaml_syntax_error_has_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

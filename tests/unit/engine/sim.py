@@ -41,6 +41,8 @@ class Result:
     output: Any = None
     seconds: float = 1.0
     tokens: Tokens = field(default_factory=Tokens)
+    cost: str | None = None
+    cached: dict[str, Any] | None = None
 
 
 Behave = Callable[[StartAttempt, RunState], Result]
@@ -130,7 +132,8 @@ def simulate(p: ResolvedPipeline, behave: Behave = always_ok, *,
             out = AttemptOutcome(start.stage, start.iteration, start.attempt, start.index,
                                  ok=r.ok, output=r.output, error_class=r.error_class,
                                  message=r.message, tokens=r.tokens,
-                                 duration_ms=int(r.seconds * 1000))
+                                 duration_ms=int(r.seconds * 1000), cost=r.cost,
+                                 cached=r.cached)
             seq += 1
             heapq.heappush(queue, (now + timedelta(seconds=r.seconds), seq, out))
         if state.terminal:

@@ -14,6 +14,7 @@ Cached input tokens (a provider's prompt cache) are part of the input tokens and
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Annotated, Protocol
@@ -41,6 +42,7 @@ USD_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"
 CENTS_PRECISION = Decimal("0.000001")
 """What people read is rounded to a micro-dollar (half up)."""
 _MILLION = Decimal(1_000_000)
+_PLAIN = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 Usd = Annotated[str, Field(pattern=USD_PATTERN, max_length=32)]
 
@@ -49,13 +51,13 @@ def parse_usd(text: str | None) -> Decimal | None:
     """The amount of a decimal string (None stays None); ValueError when it is not one."""
     if text is None:
         return None
+    if not _PLAIN.fullmatch(text):
+        raise ValueError(f"{text!r} is not a non-negative decimal USD amount (digits and an "
+                         "optional fraction, no sign or exponent)")
     try:
-        value = Decimal(text)
-    except InvalidOperation:
+        return Decimal(text)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only decimals
         raise ValueError(f"{text!r} is not a decimal USD amount") from None
-    if not value.is_finite() or value < 0:
-        raise ValueError(f"{text!r} is not a non-negative USD amount")
-    return value
 
 
 def format_usd(value: Decimal | None) -> str | None:

@@ -280,7 +280,8 @@ async def _execute(resolved: ResolvedPipeline, providers: dict[str, ModelProvide
         run_dir.write_output(state.final_output)
     # One read of the run directory for both reports; the trace and the manifest's
     # facts are at hand already.
-    data = load_run(run_dir.path, events=events, facts=(resolved.name, resolved.max_tokens))
+    data = load_run(run_dir.path, events=events, facts=(resolved.name, resolved.max_tokens,
+                                                         resolved.max_cost))
     write_report(run_dir.path, run_dir.report, data=data)
     if recorder is not None and record is not None:
         recorder.save(record)

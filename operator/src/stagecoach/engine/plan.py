@@ -88,6 +88,9 @@ class AttemptOutcome:
     cached: dict[str, Any] | None = None
     """A stage-cache hit (DESIGN §11): ``{key, from, createdAt, saved}``; the attempt
     ran nothing, so tokens and cost are zero."""
+    usage: tuple[Any, ...] = ()
+    """The tokens per provider and model (:class:`~stagecoach.api.ModelUsage`), for the
+    shells' metrics; the engine only adds up ``tokens`` and ``cost``."""
 
 
 @dataclass

@@ -32,7 +32,15 @@ from stagecoach_runner import SystemClock, TraceWriter, run_attempt
 from stagecoach_runner.providers import ProviderPool
 
 from .. import telemetry
-from ..api import AttemptResult, AttemptSpec, ModelProvider, ResolvedPipeline, StoreRef
+from ..api import (
+    AttemptResult,
+    AttemptSpec,
+    ModelProvider,
+    ResolvedPipeline,
+    StoreRef,
+    format_usd,
+    parse_usd,
+)
 from ..attempts import attempt_cost, build_attempt, outcome_from_result
 from ..caching import answer, attempt_key, hit_cost, remember
 from ..engine import (
@@ -212,7 +220,8 @@ class LocalExecutor:
             self._traceparent = telemetry.traceparent_of(span) if span is not None else None
             state = await self._execute()
             telemetry.set_pipeline_outcome(span, state.phase, state.message,
-                                           (state.tokens.input, state.tokens.output))
+                                           (state.tokens.input, state.tokens.output),
+                                           format_usd(parse_usd(state.cost)))
         return state
 
     def _signals(self, on: bool) -> None:

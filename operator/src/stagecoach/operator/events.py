@@ -15,7 +15,7 @@ from .jobs import job_name
 
 __all__ = ["EVENT_TYPES", "describe"]
 
-EVENT_TYPES = {"StageStarted", "StageSucceeded", "StageFailed", "Decision",
+EVENT_TYPES = {"StageStarted", "StageSucceeded", "StageCached", "StageFailed", "Decision",
                 "PipelineSucceeded", "PipelineFailed", "StageSkipped", "BudgetExceeded",
                 "PipelineSuspended", "PipelineResumed", "ShutdownRequested",
                 "ApprovalRequested", "ApprovalDecided", "ResumeDecided"}
@@ -37,6 +37,12 @@ def describe(pipeline: str, action: Action, ev: dict[str, Any]) -> tuple[str, st
         return "Normal", "StageStarted", f"{where} started (job {jn})"
     if t == "StageSucceeded":
         return "Normal", "StageSucceeded", f"{where} succeeded in {data.get('durationMs')} ms"
+    if t == "StageCached":
+        origin = data.get("from") or {}
+        return ("Normal", "StageCached",
+                f"{where} answered by the stage cache: produced by pipeline "
+                f"{origin.get('pipeline')} (uid {origin.get('uid')}) stage "
+                f"{origin.get('stage')} at {data.get('createdAt')}")
     if t == "StageFailed":
         if data.get("willRetry"):
             return ("Warning", "StageRetry", f"{where} failed ({data.get('errorClass')}: "
@@ -50,6 +56,10 @@ def describe(pipeline: str, action: Action, ev: dict[str, Any]) -> tuple[str, st
     if t == "StageSkipped":
         return "Normal", "StageSkipped", f"{where} skipped: {data.get('reason')}"
     if t == "BudgetExceeded":
+        if data.get("maxCost") is not None:
+            return ("Warning", "BudgetExceeded",
+                    f"budget exceeded: {data.get('used')} tokens (max {data.get('maxTokens')}), "
+                    f"${data.get('cost')} (max ${data.get('maxCost')})")
         return "Warning", "BudgetExceeded", f"token budget exceeded: {data.get('used')} of " \
             f"{data.get('maxTokens')}"
     if t == "PipelineSucceeded":

@@ -93,5 +93,6 @@ async def _read(kube: Kube, name: str, ns: str) -> RunData:
     budget = (body.get("spec") or {}).get("budget") or {}
     return RunData.from_parts(status, events, outputs, final, name=name,
                               manifest=manifest, max_tokens=budget.get("maxTokens"),
-                              source=f"{ns}/{name}", warnings=warnings)
+                              source=f"{ns}/{name}", warnings=warnings,
+                              max_cost=budget.get("maxCost"))
 

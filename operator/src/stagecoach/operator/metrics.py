@@ -43,6 +43,11 @@ class Metrics:
                                registry=r)
         self.tokens = Counter("stagecoach_tokens_total", "Tokens reported by providers.",
                               ["provider", "model", "kind"], registry=r)
+        self.cost = Counter("stagecoach_cost_usd", "USD of the tokens reported, at the "
+                            "models' pricing (models without pricing add nothing).",
+                            ["provider", "model"], registry=r)
+        self.cache = Counter("stagecoach_stage_cache_total", "Stage-cache lookups by result.",
+                             ["result"], registry=r)
         self.queue_wait = Histogram("stagecoach_queue_wait_seconds",
                                     "Time stage instances waited for a provider slot or "
                                     "parallelism.", ["provider"], registry=r, buckets=_BUCKETS)

@@ -41,9 +41,13 @@ from ..api import (
     Resources,
     Storage,
     StoreRef,
+    cost_of,
+    format_usd,
+    parse_usd,
     resolve_pipeline,
 )
-from ..attempts import build_attempt, outcome_from_result
+from ..attempts import attempt_cost, build_attempt, outcome_from_result
+from ..caching import answer, attempt_key, hit_cost, remember
 from ..engine import (
     Action,
     AttemptOutcome,
@@ -71,6 +75,7 @@ from ..store import (
     decode_output,
     open_store,
 )
+from ..store.cache import CLUSTER_PREFIX, StageCache
 from ..store.spill import DEFAULT_SPILL_THRESHOLD
 from .admission import ProviderAdmission
 from .approvals import control_of, decision_outputs, invalid_refusals, with_decision_refs
@@ -90,13 +95,15 @@ from .rejections import rejected_attempt
 from .resume import ResumeFailed, ResumeWait, resume
 from .retention import expires_at
 from .slots import ProviderSlots
-from .storage import run_storage
+from .storage import cache_storage, run_storage
 
 __all__ = ["Reconciler"]
 
 log = logging.getLogger("stagecoach.operator")
 
 PipelineKey = tuple[str, str]
+CACHE_COLLECT_EVERY = timedelta(minutes=10)
+"""How often the operator deletes a namespace's expired stage-cache entries."""
 TERMINAL = {"Succeeded", "Failed", "Cancelled", "Invalid"}
 WRITER = "operator"
 OUTPUT_KEY = "output.txt"
@@ -135,6 +142,14 @@ class _Run:
     the next pass (:mod:`.rejections`)."""
     decisions: set[str] = field(default_factory=set)
     """Store keys of the approval decisions written as outputs (:mod:`.approvals`)."""
+    cache: StageCache | None = None
+    """The namespace's stage cache as this run's storage sees it (:meth:`Reconciler._cache`)."""
+    cache_keys: dict[str, str] = field(default_factory=dict)
+    """Cache keys of running attempts of caching stages, by Job name."""
+    answered: dict[str, tuple[AttemptResult, Any, dict[str, Any]]] = field(
+        default_factory=dict)
+    """Attempts the stage cache answered (no Job), by Job name: they succeed in the next
+    pass with reason ``Cached``."""
 
 
 def _json_size(events: list[dict[str, Any]]) -> int:
@@ -196,6 +211,9 @@ class Reconciler:
         self._records_seen: set[PipelineKey] = set()
         """Pipelines without a status whose record exists all the same (a crash between
         the first state write and the first status patch): read it, do not start anew."""
+        self._caches: dict[tuple[str, str], StageCache] = {}
+        self._collected: dict[tuple[str, str], datetime] = {}
+        self._collecting: set[asyncio.Task[int]] = set()
 
     def providers_changed(self, ns: str, name: str, generation: int | None) -> None:
         """A ModelProvider event: read the providers again unless only status changed."""
@@ -496,14 +514,14 @@ class Reconciler:
         for job in jobs.values():
             if job_finished(job):  # a provider slot is held while its Job is active
                 self.admission.release_job(ns, job)
-        outcomes, missing = await self._observe(ns, run, jobs, pods)
+        outcomes, missing = await self._observe(ns, run, jobs, pods, providers)
         now = self.clock()
         free, rate_wake = await self.admission.free(ns, key, run.resolved, providers, now)
         plan = step(run.resolved, state, now, outcomes, free_slots=free,
                     control=control_of(body),
                     approvals=[p.decision for p in pending if p.decision])
         starts = plan.starts()
-        self._observe_metrics(run, outcomes, plan.actions, state, now)
+        self._observe_metrics(run, outcomes, plan.actions, state, now, providers)
         self.admission.account(ns, key, run.resolved, plan.state, starts, providers, now)
         events = trace_events(plan.actions, now, run.resolved.name, run.resolved.uid)
         changed = dump_state(plan.state) != dump_state(state) or bool(missing) or bool(events)
@@ -596,7 +614,8 @@ class Reconciler:
         self.last_status.pop(key, None)
 
     async def _observe(self, ns: str, run: _Run, jobs: dict[str, dict[str, Any]],
-                       pods: dict[str, list[dict[str, Any]]]
+                       pods: dict[str, list[dict[str, Any]]],
+                       providers: dict[str, ModelProvider]
                        ) -> tuple[list[AttemptOutcome], list[StartAttempt]]:
         outcomes: list[AttemptOutcome] = []
         missing: list[StartAttempt] = []
@@ -620,6 +639,13 @@ class Reconciler:
                         self._release_name(ns, inst.provider, jn)
                     outcomes.append(outcome_from_result(start, run.rejected.pop(jn)))
                     continue
+                if job is None and jn in run.answered:
+                    if inst.provider:
+                        self._release_name(ns, inst.provider, jn)
+                    hit, value, facts = run.answered.pop(jn)
+                    outcomes.append(outcome_from_result(start, hit, value, cached=facts,
+                                                        cost=hit_cost(facts)))
+                    continue
                 if job is None:
                     if jn in run.record.jobs:
                         if inst.provider:
@@ -633,27 +659,100 @@ class Reconciler:
                 if result is None:
                     continue
                 output: Any = None
+                fmt = "json"
                 if result.ok and result.output_ref:
                     try:
                         raw = (result.output.encode() if result.output is not None
                                else await run.store.get(result.output_ref))
-                        output = decode_output(raw).value
+                        stored = decode_output(raw)
+                        output, fmt = stored.value, stored.format
                     except (StoreError, ValueError) as e:
                         result = AttemptResult.failed(
                             "Error", f"cannot read the output: {e}", tokens=result.tokens,
-                            duration_ms=result.duration_ms)
-                outcomes.append(outcome_from_result(start, result, output))
+                            usage=result.usage, duration_ms=result.duration_ms)
+                cost = attempt_cost(result, providers)
+                if result.ok and run.resolved.stage(start.stage or "").cache is not None:
+                    await self._remember(ns, run, start, jn, result, fmt, output, cost,
+                                         providers)
+                outcomes.append(outcome_from_result(start, result, output, cost=cost))
         return outcomes, missing
 
+    # -- the stage cache (DESIGN §11) ----------------------------------------------------
+    def _cache(self, ns: str, run: _Run) -> StageCache:
+        """The namespace's stage cache as the run's storage sees it: its bucket, or the
+        namespace's cache ConfigMaps (spilling to the default bucket when there is one)."""
+        if run.cache is not None:
+            return run.cache
+        in_bucket, ref = cache_storage(ns, run.record.pipeline.spec.storage,
+                                       self.default_storage)
+        ident = (ns, ref.model_dump_json() if ref is not None else "")
+        cache = self._caches.get(ident)
+        if cache is None:
+            if in_bucket and ref is not None:
+                store: Store = self.store_factory(ref)
+            else:
+                store = ConfigMapStore(self.kube, ns, CLUSTER_PREFIX)
+                if ref is not None:
+                    store = SpillStore(store, self.store_factory(ref),
+                                       threshold=DEFAULT_SPILL_THRESHOLD)
+            cache = self._caches[ident] = StageCache(store)
+        run.cache = cache
+        self._maybe_collect(ident, cache)
+        return cache
+
+    def _maybe_collect(self, ident: tuple[str, str], cache: StageCache) -> None:
+        """Collect the cache's expired entries, in the background, at most every
+        :data:`CACHE_COLLECT_EVERY` (only the leader reconciles, so only it collects)."""
+        now = self.clock()
+        last = self._collected.get(ident)
+        if last is not None and now - last < CACHE_COLLECT_EVERY:
+            return
+        self._collected[ident] = now
+
+        async def collect() -> int:
+            try:
+                gone = await cache.collect(self.clock())
+            except Exception as e:  # a failed collection is retried at the next interval
+                log.warning("stage cache %s: collection failed: %s", cache, e)
+                return 0
+            if gone:
+                log.info("stage cache %s: %d expired entr%s deleted", cache, gone,
+                         "y" if gone == 1 else "ies")
+            return gone
+
+        task = asyncio.get_running_loop().create_task(collect())
+        self._collecting.add(task)
+        task.add_done_callback(self._collecting.discard)
+
+    async def _remember(self, ns: str, run: _Run, start: StartAttempt, jn: str,
+                        result: AttemptResult, fmt: str, output: Any, cost: Any,
+                        providers: dict[str, ModelProvider]) -> None:
+        key = run.cache_keys.pop(jn, None)
+        if key is None:  # started before a restart: key it again (its inputs are done)
+            state = with_decision_refs(run.record.state, decision_outputs(run.record.state))
+            spec = build_attempt(run.resolved, state, start, providers, run.store_ref)
+            key = attempt_key(run.resolved, state, start, spec, providers)
+        if key is not None:
+            await remember(self._cache(ns, run), key, run.resolved, start, result, fmt,
+                           output, cost, self.clock())
+
     def _observe_metrics(self, run: _Run, outcomes: list[AttemptOutcome],
-                         actions: list[Action], before: RunState, now: datetime) -> None:
+                         actions: list[Action], before: RunState, now: datetime,
+                         providers: dict[str, ModelProvider]) -> None:
         self.metrics.observe_actions(actions, run.metrics_name)
+        specs = {n: p.spec for n, p in providers.items()}
         for o in outcomes:
             stage = run.resolved.stage(o.stage)
             provider = stage.provider or "none"
             model = (stage.agent.model if stage.agent else None) or "none"
             self.metrics.tokens.labels(provider, model, "input").inc(o.tokens.input)
             self.metrics.tokens.labels(provider, model, "output").inc(o.tokens.output)
+            for u in o.usage:  # each provider/model at its own price (fallbacks too)
+                cost = cost_of([u], specs)
+                if cost is not None and cost > 0:
+                    self.metrics.cost.labels(u.provider, u.model).inc(float(cost))
+            if run.resolved.stage(o.stage).cache is not None and o.ok:
+                self.metrics.cache.labels("hit" if o.cached else "miss").inc()
         for a in actions:
             if isinstance(a, StartAttempt) and a.stage in before.stages:
                 inst = next((i for i in before.stages[a.stage].instances
@@ -709,7 +808,8 @@ class Reconciler:
                                                namespace=ns,
                                                start_time=state.started_at) as span:
                 telemetry.set_pipeline_outcome(span, state.phase, state.message,
-                                               (state.tokens.input, state.tokens.output))
+                                               (state.tokens.input, state.tokens.output),
+                                               format_usd(parse_usd(state.cost)))
         except Exception:  # tracing never fails a reconcile
             log.exception("%s/%s: cannot emit the pipeline span", ns, run.resolved.name)
 
@@ -724,6 +824,18 @@ class Reconciler:
         async def create(start: StartAttempt) -> str | None:
             spec = build_attempt(run.resolved, state, start, providers, ref)
             assert start.stage is not None
+            if run.resolved.stage(start.stage).cache is not None:
+                cache_key = attempt_key(run.resolved, state, start, spec, providers)
+                if cache_key is not None:
+                    jn = job_name(run.resolved.name, start.stage, start.iteration or 1,
+                                  start.attempt or 1, start.index)
+                    hit = await answer(self._cache(ns, run), cache_key, run.resolved, spec,
+                                       run.store, self.clock())
+                    if hit is not None:  # no Job: the next pass observes the answer
+                        run.answered[jn] = hit
+                        self.trigger(key)
+                        return None
+                    run.cache_keys[jn] = cache_key
             job = build_job(spec, providers, options=self.options,
                             resources=run.resources.get(start.stage),
                             store_secret=run.store_secret, extra_env=env)

@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..api import Storage, StoreRef
-from ..store import s3_store_ref
+from ..api import S3Storage, Storage, StoreRef
+from ..store import run_prefix, s3_store_ref
+from ..store.cache import CLUSTER_PREFIX
 from .jobs import store_ref
 
-__all__ = ["DEFAULT_STORAGE_ENV", "default_storage", "parse_default_storage", "run_storage"]
+__all__ = ["DEFAULT_STORAGE_ENV", "cache_storage", "default_storage", "parse_default_storage",
+           "run_storage"]
 
 DEFAULT_STORAGE_ENV = "STAGECOACH_DEFAULT_STORAGE"
 
@@ -57,6 +59,25 @@ def parse_default_storage(text: str | None) -> Storage | None:
 def default_storage(environ: Mapping[str, str]) -> Storage | None:
     """:func:`parse_default_storage` of ``environ[STAGECOACH_DEFAULT_STORAGE]``."""
     return parse_default_storage(environ.get(DEFAULT_STORAGE_ENV))
+
+
+def cache_storage(namespace: str, storage: Storage | None,
+                  default: Storage | None) -> tuple[bool, StoreRef | None]:
+    """Where a namespace's stage-cache entries live (DESIGN §11), for a run with
+    ``storage``: ``(True, bucket)`` when the run's store is a bucket (entries under
+    ``<prefix>/<namespace>/stagecoach-cache/``), else ``(False, overflow)``: the
+    namespace's cache ConfigMaps, spilling to the default's bucket when it names one."""
+    chosen = storage if storage is not None else default
+    if chosen is not None and chosen.type == "s3" and chosen.s3 is not None:
+        return True, _cache_ref(chosen.s3, namespace)
+    overflow = default.s3 if default is not None else None
+    return False, (_cache_ref(overflow, namespace) if overflow is not None else None)
+
+
+def _cache_ref(bucket: S3Storage, namespace: str) -> StoreRef:
+    return StoreRef(type="s3", bucket=bucket.bucket,
+                    prefix=run_prefix(bucket.prefix, namespace, CLUSTER_PREFIX, ""),
+                    endpoint=bucket.endpoint, region=bucket.region)
 
 
 def run_storage(namespace: str, pipeline: str, uid: str, storage: Storage | None,

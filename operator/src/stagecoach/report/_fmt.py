@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
+
+from stagecoach.api import format_usd, parse_usd
 
 __all__ = [
     "clip",
@@ -17,7 +20,9 @@ __all__ = [
     "fmt_duration",
     "fmt_int",
     "fmt_offset",
+    "fmt_usd",
     "instance_label",
+    "parse_budget",
     "parse_ts",
     "preview",
 ]
@@ -71,6 +76,24 @@ def fmt_clock(ts: datetime | None) -> str:
 def fmt_int(n: int | None) -> str:
     """``12,345``."""
     return "-" if n is None else f"{n:,}"
+
+
+def fmt_usd(value: Decimal | None) -> str:
+    """``$0.0123``, ``$0.50`` (rounded to a micro-dollar, at least cents shown); ``-``
+    when unknown (never "$0" for an unpriced model)."""
+    text = format_usd(value)
+    if text is None:
+        return "-"
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac:0<2}"
+
+
+def parse_budget(text: str | None) -> Decimal | None:
+    """A manifest's ``budget.maxCost``, or None when absent or not an amount."""
+    try:
+        return parse_usd(text)
+    except ValueError:
+        return None
 
 
 def clip(text: str, limit: int) -> str:

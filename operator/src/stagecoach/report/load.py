@@ -101,31 +101,37 @@ def _logs(run_dir: Path) -> list[str]:
                   if p.suffix in (".stdout", ".stderr") and p.is_file())
 
 
-def _manifest_facts(text: str | None) -> tuple[str | None, int | None]:
-    """(metadata.name, spec.budget.maxTokens) of the resolved manifest, when readable."""
+Facts = tuple[str | None, int | None, str | None]
+"""(metadata.name, spec.budget.maxTokens, spec.budget.maxCost)."""
+
+
+def _manifest_facts(text: str | None) -> Facts:
+    """:data:`Facts` of the resolved manifest, when readable."""
     if not text:
-        return None, None
+        return None, None, None
     try:
         doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError:
-        return None, None
+        return None, None, None
     if not isinstance(doc, dict):
-        return None, None
+        return None, None, None
     meta, spec = doc.get("metadata"), doc.get("spec")
     name = meta.get("name") if isinstance(meta, dict) else None
     budget = spec.get("budget") if isinstance(spec, dict) else None
     max_tokens = budget.get("maxTokens") if isinstance(budget, dict) else None
+    max_cost = budget.get("maxCost") if isinstance(budget, dict) else None
     return (name if isinstance(name, str) else None,
-            max_tokens if isinstance(max_tokens, int) else None)
+            max_tokens if isinstance(max_tokens, int) else None,
+            max_cost if isinstance(max_cost, str) else None)
 
 
 def load_run(run_dir: Path, *, events: list[dict[str, Any]] | None = None,
-             facts: tuple[str | None, int | None] | None = None) -> RunData:
+             facts: Facts | None = None) -> RunData:
     """Read a local run directory (every file optional) into :class:`RunData`.
 
     What the caller already holds need not be read again: ``events``, the merged trace
     (``stagecoach run`` has it in memory), and ``facts``, the pipeline's name and
-    ``spec.budget.maxTokens`` (else parsed from ``pipeline.yaml``).
+    budget (:data:`Facts`; else parsed from ``pipeline.yaml``).
     """
     run_dir = Path(run_dir)
     warnings: list[str] = []
@@ -135,14 +141,14 @@ def load_run(run_dir: Path, *, events: list[dict[str, Any]] | None = None,
     if events is None:
         events = _events(run_dir, warnings)
     manifest = _read_text(run_dir / "pipeline.yaml", warnings)
-    name, max_tokens = facts if facts is not None else _manifest_facts(manifest)
+    name, max_tokens, max_cost = facts if facts is not None else _manifest_facts(manifest)
     if name is None:
         name = next((str(e["pipeline"]) for e in events if e.get("pipeline")), None)
     final_output = _read_text(run_dir / "output.txt", warnings)
     return RunData.from_parts(status, events, _outputs(run_dir, warnings), final_output,
                               name=name or run_dir.name, manifest=manifest,
                               max_tokens=max_tokens, source=str(run_dir), warnings=warnings,
-                              logs=_logs(run_dir))
+                              logs=_logs(run_dir), max_cost=max_cost)
 
 
 def events_json_lines(events: Iterable[dict[str, Any]]) -> str:

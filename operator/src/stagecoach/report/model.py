@@ -20,9 +20,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
-from stagecoach.api import PipelineStatus, TokenUsage
+from stagecoach.api import PipelineStatus, TokenUsage, parse_usd
 
 from ._fmt import instance_label, parse_ts
 
@@ -77,6 +78,10 @@ class Attempt:
     output: OutputFile | None = None
     logs: dict[str, str] = field(default_factory=dict)
     """A run stage's kept ``stdout``/``stderr``: stream → path relative to the run directory."""
+    cost: Decimal | None = None
+    """USD of the attempt's tokens (None: its model has no pricing, or it used none)."""
+    cached: dict[str, Any] | None = None
+    """The stage cache answered it: ``{key, from, createdAt, saved: {tokens, cost}}``."""
 
     @property
     def key(self) -> Key:
@@ -149,6 +154,15 @@ def _tokens(value: object) -> TokenUsage | None:
     if inp is None and out is None:
         return None
     return TokenUsage(input=max(inp or 0, 0), output=max(out or 0, 0))
+
+
+def _usd(value: object) -> Decimal | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_usd(value)
+    except ValueError:
+        return None
 
 
 def _data(ev: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,7 +277,7 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
                 attempts[key] = Attempt(*key, start=ts, end=ts,
                                         provider=data.get("provider") or None)
             continue
-        if t in ("StageSucceeded", "StageFailed"):
+        if t in ("StageSucceeded", "StageFailed", "StageCached"):
             duration = _int(data.get("durationMs"))
             if a is None:
                 start = ts - timedelta(milliseconds=duration or 0)
@@ -271,7 +285,10 @@ def _fold(events: list[dict[str, Any]], end: datetime | None,
                 warnings.append(f"{a.label}: {t} without StageStarted")
             a.end, a.ended, a.duration_ms = ts, True, duration
             a.tokens = _tokens(data.get("tokens")) or a.tokens
-            if t == "StageSucceeded":
+            a.cost = _usd(data.get("cost"))
+            if t == "StageCached":
+                a.cached = {k: data.get(k) for k in ("key", "from", "createdAt", "saved")}
+            if t in ("StageSucceeded", "StageCached"):
                 a.outcome = "succeeded"
             else:
                 a.error_class = data.get("errorClass") or "Error"
@@ -371,13 +388,16 @@ class RunData:
     source: str | None = None
     warnings: list[str] = field(default_factory=list)
     marks: list[StageMark] = field(default_factory=list)
+    max_cost: str | None = None
+    """``budget.maxCost`` (USD), when the manifest sets one."""
 
     @classmethod
     def from_parts(cls, status: PipelineStatus | None, events: list[dict[str, Any]],
                    outputs: Mapping[str, Any] | None = None, final_output: str | None = None,
                    *, name: str | None = None, manifest: str | None = None,
                    max_tokens: int | None = None, source: str | None = None,
-                   warnings: Iterable[str] = (), logs: Iterable[str] = ()) -> RunData:
+                   warnings: Iterable[str] = (), logs: Iterable[str] = (),
+                   max_cost: str | None = None) -> RunData:
         """Fold a status, trace events and stored outputs into report data.
 
         ``outputs`` maps an output key (``outputs/<stage>/<iteration>[-<index>].json``, or
@@ -413,7 +433,8 @@ class RunData:
                    stage_order=_stage_order(status, events), loops=_loops(events),
                    start=start, end=end, manifest=manifest, max_tokens=max_tokens,
                    source=source, warnings=notes,
-                   marks=[m for ev in events if (m := _mark(ev)) is not None])
+                   marks=[m for ev in events if (m := _mark(ev)) is not None],
+                   max_cost=max_cost)
 
     # -- questions the views ask ------------------------------------------------------
     @property
@@ -474,6 +495,47 @@ class RunData:
                 sums[st.name] = st.tokens
         rank = {name: n for n, name in enumerate(self.stage_order)}
         return dict(sorted(sums.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+    def cost_by_stage(self) -> dict[str, Decimal | None]:
+        """USD per stage that ran, in the order of :meth:`tokens_by_stage`: the status's
+        figure, else the trace's sum; None where nothing was priced (tokens only)."""
+        sums: dict[str, Decimal] = {}
+        for a in self.attempts:
+            if a.cost is not None:
+                sums[a.stage] = sums.get(a.stage, Decimal(0)) + a.cost
+        status = {st.name: _usd(st.cost) for st in self.status.stages}
+        return {name: status.get(name) if status.get(name) is not None else sums.get(name)
+                for name in self.tokens_by_stage()}
+
+    def cost_total(self) -> Decimal | None:
+        """USD over the run (the status's figure, else the sum over stages); None when no
+        model was priced."""
+        if (total := _usd(self.status.cost)) is not None:
+            return total
+        known = [c for c in self.cost_by_stage().values() if c is not None]
+        return sum(known, Decimal(0)) if known else None
+
+    def unpriced_tokens(self) -> int:
+        """Tokens of attempts that carry no cost (their model has no pricing)."""
+        return sum(a.tokens.total for a in self.attempts
+                   if a.cost is None and a.tokens is not None and a.cached is None)
+
+    def saved(self) -> tuple[int, TokenUsage, Decimal | None]:
+        """What the stage cache saved: (attempts it answered, the tokens and USD their
+        answers had cost when they were made)."""
+        hits = [a for a in self.attempts if a.cached is not None]
+        tokens = TokenUsage()
+        cost: Decimal | None = None
+        for a in hits:
+            saved = (a.cached or {}).get("saved") or {}
+            t = _tokens(saved.get("tokens"))
+            if t is not None:
+                tokens.input += t.input
+                tokens.output += t.output
+            c = _usd(saved.get("cost"))
+            if c is not None:
+                cost = c if cost is None else cost + c
+        return len(hits), tokens, cost
 
     def tokens_total(self) -> TokenUsage:
         """All tokens: the status total, or the sum over stages when larger."""

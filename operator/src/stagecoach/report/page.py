@@ -21,7 +21,17 @@ from urllib.parse import quote
 
 from stagecoach.api import TokenUsage
 
-from ._fmt import clip, fmt_clock, fmt_duration, fmt_int, fmt_offset, instance_label, parse_ts
+from ._fmt import (
+    clip,
+    fmt_clock,
+    fmt_duration,
+    fmt_int,
+    fmt_offset,
+    fmt_usd,
+    instance_label,
+    parse_budget,
+    parse_ts,
+)
 from ._style import CSS
 from .gantt import anchor, legend, render_gantt
 from .load import events_json_lines
@@ -87,10 +97,21 @@ def _header(data: RunData) -> str:
     loops = len(data.loops)
     budget = (f"of {fmt_int(data.max_tokens)} budget ({100 * total.total / data.max_tokens:.1f}%)"
               if data.max_tokens else f"{fmt_int(total.input)} in · {fmt_int(total.output)} out")
+    cost = data.cost_total()
+    hits, saved, saved_cost = data.saved()
+    limit = parse_budget(data.max_cost)
+    if limit:
+        cost_note = f"of {fmt_usd(limit)} budget ({100 * (cost or 0) / limit:.1f}%)"
+    elif hits:
+        cost_note = f"saved {fmt_usd(saved_cost)}" if saved_cost is not None else \
+            f"saved {fmt_int(saved.total)} tokens"
+    else:
+        cost_note = "USD at the models' pricing"
     stats = [
         _stat("Duration", _e(fmt_duration(data.duration) if data.duration is not None else "-"),
               _e(f"started {fmt_clock(data.start)}")),
         _stat("Tokens", _e(fmt_int(total.total)), _e(budget)),
+        *([_stat("Cost", _e(fmt_usd(cost)), _e(cost_note))] if cost is not None else []),
         _stat("Progress", _e(progress or "-"), "stages finished", bar),
         _stat("Attempts", _e(len(data.attempts)), _e(f"{retried} retried")),
         _stat("Decisions", _e(len(data.of_type("Decision"))),
@@ -198,6 +219,10 @@ def _stages(data: RunData) -> str:
     status = {s.name: s for s in data.status.stages}
     names = [*data.stage_order, *(n for n in tokens if n not in data.stage_order)]
     total = data.tokens_total()
+    costs = data.cost_by_stage()
+    cost_total = data.cost_total()
+    priced = cost_total is not None  # no model priced: tokens only, never "$0"
+    cached = {a.stage for a in data.attempts if a.cached is not None}
     rows = []
     for name in names:
         st = status.get(name)
@@ -205,7 +230,10 @@ def _stages(data: RunData) -> str:
         n_attempts = sum(1 for a in data.attempts if a.stage == name)
         phase = st.phase if st else "-"
         note = st.message or st.reason if st and st.phase not in ("Succeeded", "Running") else None
+        if name in cached:
+            note = "answered by the stage cache"
         pct = 100 * t.total / total.total if total.total else 0
+        cost_cell = f'<td class="num">{_e(fmt_usd(costs.get(name)))}</td>' if priced else ""
         rows.append(
             f"<tr><td><b>{_e(name)}</b>"
             f"{f'<div class=muted>{_e(clip(note, 160))}</div>' if note else ''}</td>"
@@ -213,16 +241,31 @@ def _stages(data: RunData) -> str:
             f'<td class="num">{_e(st.iteration if st else "-")}</td>'
             f'<td class="num">{n_attempts}</td><td class="num">{fmt_int(t.input)}</td>'
             f'<td class="num">{fmt_int(t.output)}</td><td class="num">{fmt_int(t.total)}</td>'
+            f'{cost_cell}'
             f'<td><div class="meter"><i style="width:{pct:.1f}%"></i></div></td></tr>')
+    total_cost = f'<td class="num">{_e(fmt_usd(cost_total))}</td>' if priced else ""
     rows.append(f'<tr class="total"><td>total</td><td></td><td></td>'
                 f'<td class="num">{len(data.attempts)}</td><td class="num">{fmt_int(total.input)}'
                 f'</td><td class="num">{fmt_int(total.output)}</td>'
-                f'<td class="num">{fmt_int(total.total)}</td><td></td></tr>')
+                f'<td class="num">{fmt_int(total.total)}</td>{total_cost}<td></td></tr>')
+    hits, saved, saved_cost = data.saved()
+    if hits:
+        money = f", {fmt_usd(saved_cost)}" if saved_cost is not None else ""
+        rows.append(f'<tr class="saved"><td colspan="4">saved by the stage cache: {hits} '
+                    f'attempt{"s" if hits != 1 else ""}</td><td></td><td></td>'
+                    f'<td class="num">{fmt_int(saved.total)}</td>'
+                    f'{"<td class=num>" + _e(money.lstrip(", ")) + "</td>" if priced else ""}'
+                    "<td></td></tr>")
+    unpriced = data.unpriced_tokens()
+    if priced and unpriced:
+        rows.append(f'<tr><td colspan="9" class="muted">{fmt_int(unpriced)} tokens of models '
+                    "without pricing are not in the cost</td></tr>")
+    cost_head = '<th class="num">cost</th>' if priced else ""
     return ('<section id="stages"><h2>Stages and tokens <span class="muted">tokens include '
             "attempts whose output was rejected (they were billed)</span></h2><table><thead>"
             '<tr><th>stage</th><th>phase</th><th class="num">iteration</th>'
             '<th class="num">attempts</th><th class="num">input</th><th class="num">output'
-            '</th><th class="num">total</th><th>share</th></tr></thead>'
+            f'</th><th class="num">total</th>{cost_head}<th>share</th></tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></section>")
 
 
@@ -309,6 +352,12 @@ def _attempt(a: Attempt, data: RunData, base: str | None = None) -> str:
     if a.tokens is not None:
         facts.append(f"tokens <b>{fmt_int(a.tokens.input)}</b> in / "
                      f"<b>{fmt_int(a.tokens.output)}</b> out")
+    if a.cost is not None:
+        facts.append(f"cost <b>{_e(fmt_usd(a.cost))}</b>")
+    if a.cached is not None:
+        origin = a.cached.get("from") or {}
+        facts.append(f"answered by the stage cache from <b>{_e(origin.get('pipeline'))}</b> "
+                     f"{_e(origin.get('uid') or '')} ({_e(a.cached.get('createdAt'))})")
     if a.outcome == "retrying" and a.next_attempt_at is not None:
         facts.append(f"next attempt at <b>{_e(fmt_offset(a.next_attempt_at, data.start))}</b>")
     if a.logs:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import textwrap
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from ._fmt import (
@@ -20,7 +21,9 @@ from ._fmt import (
     fmt_duration,
     fmt_int,
     fmt_offset,
+    fmt_usd,
     instance_label,
+    parse_budget,
     parse_ts,
     preview,
 )
@@ -218,6 +221,10 @@ def _errors(data: RunData, width: int) -> list[str]:
             lines.append(f"{at}{_who(ev)}  context truncated: {d.get('input')} "
                          f"{fmt_int(d.get('tokensBefore'))} → {fmt_int(d.get('tokensAfter'))} "
                          f"tokens (limit {fmt_int(d.get('limit'))})")
+        elif d.get("maxCost") is not None:
+            lines.append(f"{at}budget reached: {fmt_int(d.get('used'))} tokens (max "
+                         f"{fmt_int(d.get('maxTokens'))}), ${d.get('cost')} of "
+                         f"${d.get('maxCost')}; no new stage started after this")
         else:
             lines.append(f"{at}budget reached: {fmt_int(d.get('used'))} of "
                          f"{fmt_int(d.get('maxTokens'))} tokens used; no new stage started "
@@ -228,18 +235,38 @@ def _errors(data: RunData, width: int) -> list[str]:
 def _tokens(data: RunData) -> list[str]:
     by_stage = data.tokens_by_stage()
     total = data.tokens_total()
+    costs = data.cost_by_stage()
+    cost_total = data.cost_total()
+    priced = cost_total is not None  # no model priced: tokens only, never "$0"
+    cached = {a.stage for a in data.attempts if a.cached is not None}
     name_w = max([len(s) for s in by_stage] + [8]) + 2
-    lines = [f"Tokens{'':<{name_w - 4}}{'input':>10}{'output':>10}{'total':>10}"]
+    head = f"Tokens{'':<{name_w - 4}}{'input':>10}{'output':>10}{'total':>10}"
+    lines = [head + (f"{'cost':>12}" if priced else "")]
     for stage, t in by_stage.items():
         share = t.total / total.total if total.total else 0.0
         bar = "█" * round(share * 20)
+        cost = f"{fmt_usd(costs.get(stage)):>12}" if priced else ""
+        note = "  (cache)" if stage in cached else ""
         lines.append(f"  {stage:<{name_w}}{fmt_int(t.input):>10}{fmt_int(t.output):>10}"
-                     f"{fmt_int(t.total):>10}  {bar}")
+                     f"{fmt_int(t.total):>10}{cost}  {bar}{note}")
     lines.append(f"  {'total':<{name_w}}{fmt_int(total.input):>10}{fmt_int(total.output):>10}"
-                 f"{fmt_int(total.total):>10}")
+                 f"{fmt_int(total.total):>10}" + (f"{fmt_usd(cost_total):>12}" if priced else ""))
+    unpriced = data.unpriced_tokens()
+    if priced and unpriced:
+        lines.append(f"  {fmt_int(unpriced)} tokens of models without pricing are not in "
+                     "the cost")
+    hits, saved, saved_cost = data.saved()
+    if hits:
+        money = f", {fmt_usd(saved_cost)}" if saved_cost is not None else ""
+        lines.append(f"  saved by the stage cache: {hits} attempt{'s' if hits != 1 else ''}, "
+                     f"{fmt_int(saved.total)} tokens{money}")
     if data.max_tokens:
         lines.append(f"  budget {fmt_int(data.max_tokens)} tokens, "
                      f"{100 * total.total / data.max_tokens:.1f}% used")
+    limit = parse_budget(data.max_cost)
+    if limit:
+        spent = cost_total or Decimal(0)
+        lines.append(f"  budget {fmt_usd(limit)}, {100 * spent / limit:.1f}% used")
     return lines
 
 
@@ -283,6 +310,8 @@ def render_terminal(data: RunData, width: int = 100) -> str:
     retries = sum(1 for a in data.attempts if a.outcome == "retrying")
     facts.append(f"{len(data.attempts)} attempts, {retries} retried")
     facts.append(f"tokens {fmt_int(total.input)} in + {fmt_int(total.output)} out")
+    if (cost := data.cost_total()) is not None:
+        facts.append(f"cost {fmt_usd(cost)}")
     lines = [head, "  " + facts[0]]
     for fact in facts[1:]:
         if len(lines[-1]) + 3 + len(fact) <= width:
