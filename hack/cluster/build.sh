@@ -112,5 +112,5 @@ for b in "${kube_bins[@]}" etcd; do
   mv -f "$stage/$b" "$bin_dir/$b"
 done
 "$bin_dir/kube-apiserver" --version >&2
-"$bin_dir/etcd" --version | head -1 >&2
+"$bin_dir/etcd" --version | sed -n 1p >&2  # sed reads it all: no SIGPIPE under pipefail
 echo "$bin_dir"

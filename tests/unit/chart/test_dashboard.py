@@ -13,13 +13,16 @@ DASHBOARD = ROOT / "charts/stagecoach/dashboards/stagecoach.json"
 
 HISTOGRAMS = {"stagecoach_stage_duration_seconds", "stagecoach_queue_wait_seconds",
               "stagecoach_reconcile_duration_seconds"}
-COUNTERS = {"stagecoach_stage_retries_total", "stagecoach_tokens_total"}
+COUNTERS = {"stagecoach_stage_retries_total", "stagecoach_tokens_total",
+            "stagecoach_cost_usd_total", "stagecoach_stage_cache_total"}
 GAUGES = {"stagecoach_pipelines"}
 LABELS = {
     "stagecoach_stage_duration_seconds": {"pipeline", "stage", "outcome"},
     "stagecoach_stage_retries_total": {"pipeline", "stage", "error_class"},
     "stagecoach_pipelines": {"phase"},
     "stagecoach_tokens_total": {"provider", "model", "kind"},
+    "stagecoach_cost_usd_total": {"provider", "model"},
+    "stagecoach_stage_cache_total": {"result"},
     "stagecoach_queue_wait_seconds": {"provider"},
     "stagecoach_reconcile_duration_seconds": set(),
 }

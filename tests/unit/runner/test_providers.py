@@ -237,3 +237,22 @@ async def test_json_schema_falls_back_to_json_object_with_schema() -> None:
     assert script.body(0)["response_format"]["type"] == "json_schema"
     assert script.body(1)["response_format"] == {"type": "json_object", "schema": schema}
     assert script.body(2)["response_format"] == {"type": "json_object", "schema": schema}
+
+
+async def test_prompt_cache_tokens_are_read_from_both_wire_formats() -> None:
+    openai = _openai_answer()
+    openai["usage"] = {"prompt_tokens": 100, "completion_tokens": 5,
+                       "prompt_tokens_details": {"cached_tokens": 60}}
+    anthropic = {"model": "claude-x", "content": [{"type": "text", "text": "ok"}],
+                 "usage": {"input_tokens": 10, "output_tokens": 2,
+                           "cache_read_input_tokens": 70, "cache_creation_input_tokens": 20},
+                 "stop_reason": "end_turn"}
+    script = Script(httpx.Response(200, json=openai), httpx.Response(200, json=anthropic))
+    async with ProviderPool(transport=httpx.MockTransport(script),
+                            environ={"MY_KEY": "k", "AK": "k"}) as pool:
+        a = await complete(pool.get("main", _spec()), REQ, clock=FakeClock())
+        b = await complete(pool.get("claude", ProviderSpec(type="anthropic", api_key_env="AK")),
+                           REQ, clock=FakeClock())
+    assert (a.input_tokens, a.cached_input_tokens, a.output_tokens) == (100, 60, 5)
+    # Anthropic counts cache reads and writes apart from input_tokens: all are input
+    assert (b.input_tokens, b.cached_input_tokens, b.output_tokens) == (100, 70, 2)

@@ -327,3 +327,28 @@ async def test_output_too_large(make_spec: MakeSpec, tmp_path: Path, clock: Fake
     result = await run_attempt(make_spec(), store, transport=server.transport, clock=clock)
     assert result.error_class == "OutputTooLarge" and "exceed" in (result.message or "")
     assert result.tokens.output == 5, "the answer was billed"
+
+
+async def test_usage_is_reported_per_provider_and_requested_model(
+    make_spec: MakeSpec, store: LocalStore, clock: FakeClock
+) -> None:
+    """The shells bill each provider/model at its own price: a fallback's tokens are
+    reported under the fallback, with the model name the stage asked for (the pricing
+    key), not the one the server answered with."""
+    providers = {
+        "main": {"type": "openai", "baseURL": "http://main.test/v1", "request": {"retries": 0}},
+        "backup": {"type": "openai", "baseURL": "http://backup.test/v1"},
+    }
+    server = Server(main_test=[httpx.Response(503)], backup_test=[_answer("ok", 7, 2)])
+    spec = make_spec(agent={"fallbacks": [{"provider": "backup", "model": "small"}]},
+                     providers=providers)
+    result = await run_attempt(spec, store, transport=server.transport, clock=clock)
+    assert result.ok, result.message
+    assert [(u.provider, u.model, u.input, u.output) for u in result.usage] == [
+        ("backup", "small", 7, 2)]
+    bad = Server(main_test=[_answer("not json", 40, 3)])
+    failed = await run_attempt(make_spec(agent={"output": {"format": "json"}}), store,
+                               transport=bad.transport, clock=clock)
+    assert failed.error_class == "MalformedOutput"
+    assert [(u.provider, u.model, u.input, u.output) for u in failed.usage] == [
+        ("main", "m", 40, 3)]  # a rejected answer was billed: it is in the usage

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stagecoach.api import AttemptResult, AttemptSpec, TokenUsage
+import pytest
+from stagecoach.api import AttemptResult, AttemptSpec, ModelUsage, TokenUsage
 from stagecoach_runner import telemetry
 
 MakeSpec = Callable[..., AttemptSpec]
@@ -53,6 +54,17 @@ def test_agent_attempt_attributes(make_spec: MakeSpec) -> None:
     with_content = telemetry.attempt_attributes(spec, result, seen, capture=True)
     assert "hello" in with_content["gen_ai.input.messages"]
     assert "hi" in with_content["gen_ai.output.messages"]
+
+
+def test_a_priced_attempt_carries_its_cost(make_spec: MakeSpec) -> None:
+    spec = make_spec(providers={"main": {"type": "openai", "models": {
+        "m": {"pricing": {"input": "2.50", "output": "10.00"}}}}})
+    result = AttemptResult(phase="Succeeded", tokens=TokenUsage(input=24, output=18),
+                           usage=[ModelUsage(provider="main", model="m", input=24, output=18)])
+    attrs = telemetry.attempt_attributes(spec, result, {}, capture=False)
+    assert attrs["gen_ai.usage.cost"] == pytest.approx(0.00024)
+    unpriced = telemetry.attempt_attributes(make_spec(), result, {}, capture=False)
+    assert "gen_ai.usage.cost" not in unpriced  # no price: no cost, never 0
 
 
 def test_failed_run_stage_attributes(make_spec: MakeSpec) -> None:
