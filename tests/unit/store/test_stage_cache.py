@@ -68,3 +68,44 @@ async def test_a_large_entry_spills_to_the_object_store(tmp_path: Path) -> None:
     assert hit is not None and hit.value == {"big": big}
     assert await cache.collect(T0 + timedelta(days=1)) == 1
     assert await overflow.list("cache/") == [] and await primary.list("cache/") == []
+
+
+async def test_the_cluster_cache_is_namespace_wide_configmaps_owned_by_no_pipeline() -> None:
+    from stagecoach.store import ConfigMapStore
+    from stagecoach.store.cache import CLUSTER_PREFIX
+    from test_configmap_store import FakeClient  # this directory is on sys.path (no package)
+
+    class Deleting(FakeClient):
+        async def delete_configmap(self, namespace: str, name: str) -> None:
+            self.calls.append("delete")
+            self.objects.pop((namespace, name), None)
+
+    client = Deleting()
+    cache = StageCache(ConfigMapStore(client, "ns", CLUSTER_PREFIX))
+    await cache.save(entry("aa" * 32, ttl=timedelta(minutes=5)))
+    await cache.save(entry("bb" * 32, ttl=timedelta(hours=5)))
+    objs = list(client.objects.values())
+    assert [o["metadata"]["name"] for o in objs] == [
+        f"stagecoach-cache-k-cache-{'aa' * 32}.json", f"stagecoach-cache-k-cache-{'bb' * 32}.json"]
+    for o in objs:
+        assert "ownerReferences" not in o["metadata"]  # outlives every pipeline
+        assert o["metadata"]["labels"]["stagecoach.dev/kind"] == "cache"
+        assert "stagecoach.dev/writer" not in o["metadata"]["labels"]  # no pod may update it
+    await cache.save(entry("aa" * 32, ttl=timedelta(minutes=5), value={"new": 1}))  # replaced
+    assert (await cache.lookup("aa" * 32, T0, timedelta(hours=1))).value == {"new": 1}  # type: ignore[union-attr]
+    assert await cache.collect(T0 + timedelta(hours=1)) == 1
+    assert [o["metadata"]["name"] for o in client.objects.values()] == [
+        f"stagecoach-cache-k-cache-{'bb' * 32}.json"]
+
+
+def test_cache_storage_follows_the_runs_storage() -> None:
+    from stagecoach.api import S3Storage, Storage
+    from stagecoach.operator.storage import cache_storage
+
+    bucket = Storage(type="s3", s3=S3Storage(bucket="b", prefix="runs", endpoint="http://s3"))
+    assert cache_storage("team", None, None) == (False, None)
+    in_bucket, ref = cache_storage("team", bucket, None)
+    assert in_bucket and ref is not None and (ref.bucket, ref.prefix) == (
+        "b", "runs/team/stagecoach-cache")
+    spill, ref = cache_storage("team", Storage(type="configmap"), bucket)
+    assert not spill and ref is not None and ref.prefix == "runs/team/stagecoach-cache"

@@ -74,7 +74,7 @@ SAVE_EVERY = timedelta(seconds=2)
 STATUS_EVERY = timedelta(milliseconds=500)
 """At most one ``status.json`` write per this while the pipeline's phase and run-control
 fields stay the same (a change of those is written at once, and so is the end)."""
-_PROGRESS = frozenset({"StageSucceeded", "StageReused", "ApprovalDecided"})
+_PROGRESS = frozenset({"StageSucceeded", "StageCached", "StageReused", "ApprovalDecided"})
 """Events after which ``state.json`` is worth rewriting (what a resume could reuse)."""
 AUTO_APPROVER = "auto-approve"
 """The approver recorded for ``--auto-approve`` decisions."""

@@ -29,7 +29,7 @@ __all__ = ["PlainProgress", "RichProgress", "approval_commands", "describe", "ma
 _STYLE = {"Succeeded": "green", "Failed": "red", "Running": "cyan", "Waiting": "yellow",
           "Queued": "magenta", "Skipped": "dim", "Pending": "white"}
 _ANNOUNCED = {"ApprovalRequested", "ApprovalDecided", "PipelineSuspended", "PipelineResumed",
-              "ShutdownRequested", "StageReused"}
+              "ShutdownRequested", "StageReused", "StageCached"}
 """Events printed as lines above the rich table (the rest only update the table)."""
 
 
@@ -82,6 +82,12 @@ def describe(ev: dict[str, Any], run_dir: str | None = None) -> str | None:
         return f"{who}: skipped ({d.get('reason')})"
     if t == "StageQueued":
         return f"{who}: queued ({d.get('reason')})"
+    if t == "StageCached":
+        origin = d.get("from") or {}
+        saved = (d.get("saved") or {}).get("tokens") or {}
+        tokens = saved.get("input", 0) + saved.get("output", 0)
+        what = f"; saved {tokens} tokens" if tokens else ""
+        return f"{who}: answered by the stage cache (from {origin.get('uid') or '?'}{what})"
     if t == "StageReused":
         return f"{who}: reused from {d.get('source')} (iteration {d.get('sourceIteration')})"
     if t == "ApprovalRequested":
