@@ -92,3 +92,43 @@ async def test_configmap_store_spills_to_the_default_bucket(
     assert pointer["stagecoach.dev/spilled"] == f"s3://{bucket}/{prefix}/outputs/big/1.json"
     assert pointer["key"] == "outputs/big/1.json" and pointer["size"] > SIZE
     assert await read_object(s3_server, bucket, prefix, "outputs/big/1.json") == "x" * SIZE
+
+
+async def test_a_cached_output_over_the_configmap_limit_spills_and_answers_the_next_run(
+        crds: object, kube_namespace: str, kubectl: Kubectl, s3_server: SeaweedServer,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = s3_server.create_bucket(f"cache-{kube_namespace}")
+    for k, v in s3_server.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("STAGECOACH_DEFAULT_STORAGE", json.dumps({
+        "type": "configmap", "s3": {"bucket": bucket, "prefix": "overflow",
+                                    "endpoint": s3_server.endpoint, "region": "",
+                                    "credentialsSecret": "s3-creds"}}))
+    doc = big_pipeline()
+    doc["spec"]["stages"][0]["cache"] = {"ttl": "1h"}
+    op = Operator(kubectl.cluster, kube_namespace, tmp_path)
+    run_big(kubectl, op, secret(s3_server), doc)
+    [entry] = kubectl.items("configmaps", "-l", "stagecoach.dev/kind=cache")
+    pointer = json.loads(next(iter(entry["data"].values())))
+    key = pointer["key"]
+    cache_prefix = f"overflow/{kube_namespace}/stagecoach-cache"
+    assert pointer["stagecoach.dev/spilled"] == f"s3://{bucket}/{cache_prefix}/{key}"
+    store = S3Store.from_ref(StoreRef(type="s3", bucket=bucket, prefix=cache_prefix,
+                                      endpoint=s3_server.endpoint), environ=s3_server.env)
+    cached = json.loads(await store.get(key))
+    assert cached["value"] == "x" * SIZE and cached["from"]["pipeline"] == "big"
+    # The same stage in a second pipeline: answered from the spilled entry, no Job, and
+    # its own output spills too (under its own prefix).
+    doc["metadata"]["name"] = "big2"
+    op.start()
+    try:
+        kubectl.apply(doc)
+        obj = kubectl.wait_phase("big2", {"Succeeded", "Failed", "Invalid"}, timeout=120,
+                                 operator=op)
+    finally:
+        op.kill()
+    stage = obj["status"]["stages"][0]
+    assert obj["status"]["phase"] == "Succeeded" and stage["reason"] == "Cached", stage
+    assert kubectl.items("jobs", "-l", "stagecoach.dev/pipeline=big2") == []
+    prefix = f"overflow/{kube_namespace}/big2/{obj['metadata']['uid']}"
+    assert await read_object(s3_server, bucket, prefix, "outputs/big/1.json") == "x" * SIZE
