@@ -147,3 +147,22 @@ def test_a_foreach_instance_caches_per_item() -> None:
 
 def test_a_prompt_that_does_not_render_is_not_cached() -> None:
     assert key(agent=_with(AGENT, "prompt", "{{ stages.nope.output.x }}")) is None
+
+
+async def test_only_the_stages_own_provider_fills_the_cache(tmp_path: Any) -> None:
+    """A fallback's answer is never stored under the key of the stage's own provider."""
+    from datetime import UTC, datetime
+
+    from stagecoach.api import AttemptResult
+    from stagecoach.caching import remember
+    from stagecoach.store import LocalStore
+    from stagecoach.store.cache import StageCache
+
+    p = resolved({"stages": [{"name": "s", "cache": {"ttl": "1h"}, "agent": AGENT}]})
+    cache = StageCache(LocalStore(tmp_path))
+    start = StartAttempt("s", 1, 1)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    by_fallback = AttemptResult(phase="Succeeded", provider="backup", model="m")
+    assert not await remember(cache, "ab" * 32, p, start, by_fallback, "json", {}, None, now)
+    own = AttemptResult(phase="Succeeded", provider="openai", model="m")
+    assert await remember(cache, "ab" * 32, p, start, own, "json", {"a": 1}, None, now)

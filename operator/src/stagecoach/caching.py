@@ -89,6 +89,12 @@ async def remember(cache: StageCache, key: str, pipeline: ResolvedPipeline,
     stage = pipeline.stage(start.stage)
     if stage.cache is None or not result.ok:
         return False
+    if stage.agent is not None and result.provider not in (None, stage.agent.provider):
+        # The key names the stage's own provider; a fallback's answer stored under it
+        # would let any provider a pipeline lists as a fallback answer for that endpoint.
+        log.info("stage cache: %s was answered by fallback %s; not cached", start.stage,
+                 result.provider)
+        return False
     origin = {"pipeline": pipeline.name, "namespace": pipeline.namespace,
               "uid": pipeline.uid, "stage": start.stage, "iteration": start.iteration,
               "index": start.index, "attempt": start.attempt or 1}
