@@ -42,6 +42,19 @@ async def read_object(s3: SeaweedServer, bucket: str, prefix: str, key: str) -> 
     return decode_output(await store.get(key)).value
 
 
+def default_bucket(s3: SeaweedServer, name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new bucket as the operator's default storage (ConfigMaps spilling into it
+    under ``overflow/``), with the operator's own credentials."""
+    bucket = s3.create_bucket(name)
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("STAGECOACH_DEFAULT_STORAGE", json.dumps({
+        "type": "configmap", "s3": {"bucket": bucket, "prefix": "overflow",
+                                    "endpoint": s3.endpoint, "region": "",
+                                    "credentialsSecret": "s3-creds"}}))
+    return bucket
+
+
 def run_big(kubectl: Kubectl, op: Operator, *docs: dict[str, Any]) -> dict[str, Any]:
     op.start()
     try:
@@ -77,13 +90,7 @@ async def test_s3_storage_holds_an_output_over_the_configmap_limit(
 async def test_configmap_store_spills_to_the_default_bucket(
         crds: object, kube_namespace: str, kubectl: Kubectl, s3_server: SeaweedServer,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bucket = s3_server.create_bucket(f"spill-{kube_namespace}")
-    for k, v in s3_server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("STAGECOACH_DEFAULT_STORAGE", json.dumps({
-        "type": "configmap", "s3": {"bucket": bucket, "prefix": "overflow",
-                                    "endpoint": s3_server.endpoint, "region": "",
-                                    "credentialsSecret": "s3-creds"}}))
+    bucket = default_bucket(s3_server, f"spill-{kube_namespace}", monkeypatch)
     obj = run_big(kubectl, Operator(kubectl.cluster, kube_namespace, tmp_path),
                   secret(s3_server), big_pipeline())
     prefix = f"overflow/{kube_namespace}/big/{obj['metadata']['uid']}"
@@ -97,13 +104,7 @@ async def test_configmap_store_spills_to_the_default_bucket(
 async def test_a_cached_output_over_the_configmap_limit_spills_and_answers_the_next_run(
         crds: object, kube_namespace: str, kubectl: Kubectl, s3_server: SeaweedServer,
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bucket = s3_server.create_bucket(f"cache-{kube_namespace}")
-    for k, v in s3_server.env.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.setenv("STAGECOACH_DEFAULT_STORAGE", json.dumps({
-        "type": "configmap", "s3": {"bucket": bucket, "prefix": "overflow",
-                                    "endpoint": s3_server.endpoint, "region": "",
-                                    "credentialsSecret": "s3-creds"}}))
+    bucket = default_bucket(s3_server, f"cache-{kube_namespace}", monkeypatch)
     doc = big_pipeline()
     doc["spec"]["stages"][0]["cache"] = {"ttl": "1h"}
     op = Operator(kubectl.cluster, kube_namespace, tmp_path)
