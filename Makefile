@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install test test-fast demo crds crds-check lint typecheck bench bench-local bench-cluster clean model-server image
+.PHONY: help install test test-fast demo crds crds-check lint typecheck bench bench-local bench-cluster clean model-server image browser
 
 help:
 	@echo "make demo   - run the example research pipeline locally, offline"
@@ -14,10 +14,10 @@ help:
 	@echo "make lint   - ruff + mypy + layering"
 	@echo "make crds   - regenerate crds/ from the API models"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -43,9 +43,15 @@ typecheck: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-test: $(STAMP) crds-check cluster-bins model-server
+test: $(STAMP) crds-check cluster-bins model-server browser
 	$(BIN)/stagecoach validate examples/*/pipeline.yaml
 	$(BIN)/pytest -q -m "not bench" $(PYTEST_ARGS)
+
+# Headless Chromium from the distribution, for the web UI's browser tests (Playwright
+# drives this system browser; it downloads none).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 # The example research pipeline, offline: replay provider + the cassette in examples/.
 demo: $(STAMP)

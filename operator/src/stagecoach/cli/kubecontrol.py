@@ -48,6 +48,7 @@ __all__ = [
     "approve",
     "control",
     "control_patch",
+    "list_pipelines",
     "retry",
     "retry_base",
     "retry_body",
@@ -430,5 +431,22 @@ def retry(source: str, *, namespace: str | None, new_name: str | None = None,
             return f"agentpipeline/{candidate} created (resumes from {source})"
         raise ControlError(f"no free name for a retry of {source} (tried {names[0]} to "
                            f"{names[-1]}): give one with --name")
+
+    return _run(kubeconfig, namespace, work)
+
+
+def list_pipelines(*, kubeconfig: str | None,
+                   namespace: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """The AgentPipelines the user may list: across namespaces when allowed, else in
+    ``namespace`` (default: the kubeconfig's). Returns ``(items, note)``; the note says
+    why the list is narrower than the cluster (the API's refusal)."""
+    async def work(api: _Api) -> tuple[list[dict[str, Any]], str | None]:
+        try:
+            _, data = await api.call("GET", "/apis/stagecoach.dev/v1alpha1/agentpipelines")
+            return list(data.get("items") or []), None
+        except _Forbidden as e:
+            note = f"all namespaces: {e}; showing namespace {api.ns}"
+        _, data = await api.call("GET", api.path("agentpipelines"))
+        return list(data.get("items") or []), note
 
     return _run(kubeconfig, namespace, work)

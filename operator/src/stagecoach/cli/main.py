@@ -107,6 +107,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="apply the ValidatingAdmissionPolicy that limits what stage pods "
                    "may write (default; the chart ships it and turns this off)")
 
+    p = sub.add_parser("ui", help="serve the web UI on 127.0.0.1 (local runs, a cluster)")
+    p.add_argument("--runs", default=None, metavar="DIR",
+                   help="local run directories (default: .stagecoach/runs when no "
+                   "kubeconfig is given)")
+    p.add_argument("--kubeconfig", default=None,
+                   help="show the cluster's pipelines with this kubeconfig's credentials "
+                   "(default: none; $KUBECONFIG when --runs is not given and it is set)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+
     p = sub.add_parser("crds", help="print the generated CRDs")
     p.add_argument("--check", action="store_true", help="fail if crds/ is stale")
     p.add_argument("--write", action="store_true", help="write crds/ (what `make crds` does)")
@@ -153,6 +162,24 @@ def _cmd_control(args: argparse.Namespace) -> int:
     from .control import run_control
 
     return run_control(args)
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from ..ui.server import serve
+
+    runs, kubeconfig = args.runs, args.kubeconfig
+    if runs is None and kubeconfig is None:
+        runs = ".stagecoach/runs"
+        kubeconfig = os.environ.get("KUBECONFIG") or None
+    if not 0 < args.port < 65536:
+        print(f"stagecoach ui: --port {args.port} is not a port", file=sys.stderr)
+        return 1
+    try:
+        return serve(runs, kubeconfig, args.port)
+    except OSError as e:  # the port is taken
+        print(f"stagecoach ui: cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 1
 
 
 def _cmd_trace(args: argparse.Namespace) -> int:
@@ -221,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (also used as the process exit status)."""
     args = _parser().parse_args(argv)
     handlers = {"validate": None, "graph": _cmd_graph, "crds": _cmd_crds, "run": _cmd_run,
-                "trace": _cmd_trace, "operator": _cmd_operator,
+                "trace": _cmd_trace, "operator": _cmd_operator, "ui": _cmd_ui,
                 **dict.fromkeys(("suspend", "resume", "stop", "terminate", "approve",
                                  "reject", "retry"), _cmd_control)}
     try:

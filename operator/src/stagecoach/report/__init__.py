@@ -16,10 +16,11 @@ from pathlib import Path
 
 from .load import events_json_lines, load_run
 from .model import Attempt, LoopMark, OutputFile, RunData, StageMark
-from .page import render_html
+from .page import CSS, render_attempt, render_html, render_sections
 from .terminal import render_terminal
 
 __all__ = [
+    "CSS",
     "Attempt",
     "LoopMark",
     "OutputFile",
@@ -27,7 +28,9 @@ __all__ = [
     "StageMark",
     "events_json_lines",
     "load_run",
+    "render_attempt",
     "render_html",
+    "render_sections",
     "render_terminal",
     "summary_text",
     "write_report",
