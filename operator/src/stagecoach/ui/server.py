@@ -285,7 +285,6 @@ def make_app(sources: dict[str, Source], *, host: str, port: int) -> web.Applica
     app.router.add_get("/api/events", events)
     app.router.add_post("/api/act", act)
     app.cleanup_ctx.append(lifecycle)
-    app["hub"] = hub
     return app
 
 
