@@ -102,8 +102,9 @@ def run_page(run_id: str, data: RunData, *, source: str, controls: list[str],
         "graph": render_graph(stages, finals, status),
         "sections": sections,
         "approvals": [] if terminal else _approvals(stages, data.status),
-        "controls": [] if terminal and "retry" not in controls else
-        [c for c in controls if not terminal or c == "retry"],
+        # a finished run can only be retried, and only when there is something to retry
+        "controls": [c for c in controls if (not terminal and c != "retry")
+                     or (terminal and c == "retry" and data.phase in ("Failed", "Cancelled"))],
         "attempts": attempt_page(data, 0),
         "finalOutput": data.final_output,
         "warnings": [w for w in data.warnings if not w.startswith("trace.jsonl is missing")],
