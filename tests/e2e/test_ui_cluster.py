@@ -4,8 +4,6 @@ user the API refuses sees the refusal (DESIGN §12)."""
 
 from __future__ import annotations
 
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,24 +19,13 @@ from tests.e2e.conftest import (
     replay_provider,
     token_kubeconfig,
 )
-from tests.integration.ui.test_ui_browser import CHROMIUM, _port, cli, shot
+from tests.integration.ui.test_ui_browser import CHROMIUM, serve_ui, shot
 
 pytestmark = pytest.mark.cluster
 
 
 def _serve(kubeconfig: Path) -> tuple[Any, str]:
-    port = _port()
-    proc = cli("ui", "--kubeconfig", str(kubeconfig), "--port", str(port))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/runs", timeout=5).read()
-            return proc, url
-        except OSError:
-            assert proc.poll() is None, proc.communicate()[0]
-            assert time.monotonic() < deadline, "stagecoach ui did not start"
-            time.sleep(0.3)
+    return serve_ui("--kubeconfig", str(kubeconfig))
 
 
 @pytest.fixture

@@ -47,20 +47,25 @@ def runs(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def ui(runs: Path) -> Iterator[str]:
+def serve_ui(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``stagecoach ui ARGS --port N`` once it answers: (process, base URL)."""
     port = _port()
-    proc = cli("ui", "--runs", str(runs), "--port", str(port))
+    proc = cli("ui", *args, "--port", str(port))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
-            urllib.request.urlopen(f"{url}/api/runs", timeout=2).read()
-            break
+            urllib.request.urlopen(f"{url}/api/runs", timeout=5).read()
+            return proc, url
         except OSError:
             assert proc.poll() is None, proc.communicate()[0]
             assert time.monotonic() < deadline, "stagecoach ui did not start"
             time.sleep(0.2)
+
+
+@pytest.fixture
+def ui(runs: Path) -> Iterator[str]:
+    proc, url = serve_ui("--runs", str(runs))
     try:
         yield url
     finally:
@@ -80,7 +85,6 @@ def page(tmp_path: Path) -> Iterator[Any]:
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        pg.errors = errors
         try:
             yield pg
         finally:
