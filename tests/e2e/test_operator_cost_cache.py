@@ -147,3 +147,44 @@ def _scenario(operator: Operator, kubectl: Kubectl, ns: str, tmp_path: Path,
     # 5. The cache outlives the pipeline that filled it.
     kubectl("delete", "agentpipeline", "first", "--wait=true")
     assert len(kubectl.items("configmaps", "-l", "stagecoach.dev/kind=cache")) == 2
+
+
+def _entry_configmap(key: str, created: str, expires: str) -> dict[str, Any]:
+    doc = {"version": 1, "key": key, "format": "text", "value": "old", "createdAt": created,
+           "expiresAt": expires, "from": {"pipeline": "gone", "stage": "s"},
+           "tokens": {"input": 0, "output": 0}, "cost": None}
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"stagecoach-cache-k-cache-{key}.json",
+                         "labels": {"app.kubernetes.io/managed-by": "stagecoach",
+                                    "stagecoach.dev/pipeline": "stagecoach-cache",
+                                    "stagecoach.dev/kind": "cache"},
+                         "annotations": {"stagecoach.dev/key": f"cache/{key}.json",
+                                         "stagecoach.dev/part": "0"}},
+            "data": {f"{key}.json": json.dumps(doc)}}
+
+
+def test_the_operator_collects_expired_cache_entries(
+        operator: Operator, kubectl: Kubectl) -> None:
+    expired, fresh = "ee" * 32, "ff" * 32
+    kubectl.apply(_entry_configmap(expired, "2020-01-01T00:00:00.000Z",
+                                   "2020-01-02T00:00:00.000Z"),
+                  _entry_configmap(fresh, "2026-01-01T00:00:00.000Z",
+                                   "2999-01-01T00:00:00.000Z"),
+                  {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "poems"},
+                   "data": {"cassette.yaml": CASSETTE}},
+                  {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
+                   "metadata": {"name": "priced"},
+                   "spec": {"type": "replay", "cassette": {"configMapRef": {"name": "poems"}},
+                            "models": {"small": {"pricing": PRICING}}}},
+                  pipeline("collector"))
+    status = kubectl.wait_phase("collector", {"Succeeded", "Failed", "Invalid"}, timeout=120,
+                                operator=operator)["status"]
+    assert status["phase"] == "Succeeded", status
+    # The first pass over the namespace's cache collects (then every 10 minutes).
+    left = kubectl.wait_for(("configmaps", "-l", "stagecoach.dev/kind=cache"), lambda cms: not [
+        c for c in cms["items"] if expired in c["metadata"]["name"]], timeout=30,
+        operator=operator)
+    names = {c["metadata"]["name"] for c in left["items"]}
+    assert f"stagecoach-cache-k-cache-{fresh}.json" in names  # not yet expired: kept
+    assert len(names) == 3  # and the run's own two entries
+    assert "1 expired entry deleted" in operator.logs()

@@ -161,6 +161,11 @@ def test_a_running_pipeline_updates_live_and_is_approved_from_the_page(
         shot(page, tmp_path, "waiting")
         page.select_option('form.approval select[name="channel"]', "newsletter")
         page.fill('form.approval input[name="__message"]', "ship it")
+        # A live refresh while the user fills the form keeps what they entered.
+        page.evaluate("refreshRun()")
+        page.wait_for_timeout(800)
+        assert page.input_value('form.approval select[name="channel"]') == "newsletter"
+        assert page.input_value('form.approval input[name="__message"]') == "ship it"
         page.click('form.approval button[name="approve"]')
         # the page's CSP forbids eval, so wait with locators, not wait_for_function
         expect(page.locator("#header")).to_have_attribute("data-phase", "Succeeded",

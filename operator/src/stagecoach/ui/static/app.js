@@ -109,7 +109,8 @@ function approvalForm(run, a) {
       : el("input", {name: i.name, value: i.default || "", required: !!i.required});
     return el("label", {}, `${i.name} `, input, i.description ? el("span", {class: "muted"}, ` ${i.description}`) : null);
   });
-  const form = el("form", {class: "approval", "data-stage": a.stage},
+  const form = el("form", {class: "approval", "data-stage": a.stage,
+                           "data-key": `${run.id}/${a.stage}/${a.iteration}`},
     el("b", {}, `${a.stage} awaits approval`),
     el("div", {class: "msg"}, a.message || ""), ...fields,
     el("label", {}, "message ", el("input", {name: "__message"})));
@@ -192,12 +193,15 @@ async function showRun(id, fresh) {
   if (!current || current.id !== id) return;
   runView = run;
   const s = run.sections;
+  // A live refresh must not wipe what the user is typing: keep the open forms.
+  const keep = new Map([...document.querySelectorAll("form.approval")].map(f => [f.dataset.key, f]));
   const page = attemptOffset ? await api(`/api/attempts?id=${encodeURIComponent(id)}&offset=${attemptOffset}`) : run.attempts;
   app().replaceChildren(
     el("p", {}, el("a", {href: "#/"}, "← all runs")),
     el("div", {id: "header", "data-phase": run.phase}, fragment(s.header)),
     controls(run),
-    el("div", {id: "approvals"}, run.approvals.map(a => approvalForm(run, a))),
+    el("div", {id: "approvals"}, run.approvals.map(a =>
+      keep.get(`${run.id}/${a.stage}/${a.iteration}`) || approvalForm(run, a))),
     el("section", {id: "graph"}, el("h2", {}, "Graph"), el("div", {class: "dagwrap"}, fragment(run.graph))),
     el("div", {id: "timeline-wrap"}, fragment(s.timeline)),
     el("section", {id: "attempts-view"}, el("h2", {}, "Attempts"),
