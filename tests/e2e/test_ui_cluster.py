@@ -97,6 +97,9 @@ def test_the_ui_shows_cluster_pipelines_and_acts_with_the_users_credentials(
         page.click('ul.attempts li[data-key="attempt-poem-1-x-1"]')
         expect(page.locator("#attempt")).to_contain_text("poem #1")
         expect(page.locator("#attempt")).to_contain_text("Write a two-line poem")
+        # the runner's own class and message, read from the Failed pod (not a stale copy)
+        expect(page.locator("#attempt")).to_contain_text("ProviderUnavailable")
+        expect(page.locator("#attempt")).to_contain_text("no unused cassette entry")
         # A failed cluster pipeline offers retry; the admin may: a new pipeline appears.
         page.click('button[data-control="retry"]')
         expect(page.locator("#flash")).to_contain_text("hello-r1 created", timeout=20_000)

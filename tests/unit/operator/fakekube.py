@@ -168,6 +168,7 @@ class FakeKube:
                          "ownerReferences": [{"kind": "Job", "name": name,
                                               "uid": job["metadata"].get("uid")}]},
             "spec": {"containers": [{"name": container}]},
-            "status": {"containerStatuses": [{"name": container, "state": {"terminated": {
-                "exitCode": exit_code, "message": termination}}}]},
+            "status": {"phase": "Succeeded" if exit_code == 0 else "Failed",
+                       "containerStatuses": [{"name": container, "state": {"terminated": {
+                           "exitCode": exit_code, "message": termination}}}]},
         }

@@ -114,3 +114,31 @@ def test_watched_gather_reads_jobs_and_pods_only_when_it_must() -> None:
         assert "get_pipeline" not in calls
 
     asyncio.run(main())
+
+
+def test_a_failed_jobs_pod_cached_while_running_is_listed_again() -> None:
+    """The pod watch carries only Succeeded pods: a pod listed while it ran (the first
+    pass) and then Failed stays stale in the cache, so its finished Job is listed again
+    (else its result read as "the runner container never finished")."""
+    async def main() -> None:
+        kube = FakeKube()
+        gather = Gatherer(kube, watched=True)  # type: ignore[arg-type]
+        pipeline_job(kube, "p-a-1-1", finished=True)
+        pipeline_job(kube, "p-b-1-1")
+        kube.finish_job("ns", "p-b-1-1", termination="{}")  # a pod, still running
+        pod = kube.pods[("ns", "p-b-1-1-pod")]
+        pod["status"] = {"phase": "Running", "containerStatuses": [
+            {"name": "runner", "state": {"running": {}}}]}
+        kube.jobs[("ns", "p-b-1-1")].pop("status")
+        jobs = await gather.owned_jobs(("ns", "p"), "pu")
+        first = await gather.pods(("ns", "p"), jobs, {"p-b-1-1"})
+        assert first["p-b-1-1"][0]["status"]["phase"] == "Running"  # cached now
+        kube.finish_job("ns", "p-b-1-1", termination='{"phase":"Failed"}', exit_code=5)
+        kube.pods[("ns", "p-b-1-1-pod")]["status"]["phase"] = "Failed"
+        jobs["p-b-1-1"] = kube.jobs[("ns", "p-b-1-1")]
+        again = await gather.pods(("ns", "p"), jobs, {"p-b-1-1"})
+        [final] = again["p-b-1-1"]
+        assert final["status"]["phase"] == "Failed"
+        assert final["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 5
+
+    asyncio.run(main())

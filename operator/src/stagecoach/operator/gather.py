@@ -29,7 +29,7 @@ from ..engine import RunState
 from .cache import ObjectCache, owner_of
 from .jobs import job_name, pipeline_selector
 from .kube import Kube
-from .outcomes import job_finished, owned_by
+from .outcomes import job_finished, owned_by, pod_succeeded
 
 __all__ = ["Gatherer", "running_jobs"]
 
@@ -107,7 +107,10 @@ class Gatherer:
         finished = {n for n, j in jobs.items() if job_finished(j)}
         if self.watched:
             cached = {jn: self.pod_cache.owned(key[0], jn) for jn in jobs}
-            lagging = any(not cached[jn] for jn in finished & running)
+            # The watch carries only Succeeded pods: a finished Job whose cached pod is not
+            # Succeeded holds an older copy (listed while it ran), never its final status.
+            lagging = any(not cached[jn] or not any(pod_succeeded(p) for p in cached[jn])
+                          for jn in finished & running)
             if not (finished and (key not in self._swept or lagging)):
                 return {jn: p for jn, p in cached.items() if p}
         elif not finished or (key in self._swept and not finished & running):
