@@ -50,6 +50,16 @@ def pipeline(name: str) -> dict[str, Any]:
                      ]}}
 
 
+def priced_provider() -> list[dict[str, Any]]:
+    """The cassette ConfigMap and the priced replay provider the pipelines call."""
+    return [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "poems"},
+             "data": {"cassette.yaml": CASSETTE}},
+            {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
+             "metadata": {"name": "priced"},
+             "spec": {"type": "replay", "cassette": {"configMapRef": {"name": "poems"}},
+                      "models": {"small": {"pricing": PRICING}}}}]
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,13 +93,7 @@ def test_cost_in_status_and_metrics_and_a_cache_hit_across_two_pipelines(
 
 def _scenario(operator: Operator, kubectl: Kubectl, ns: str, tmp_path: Path,
               port: int) -> None:
-    kubectl.apply({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "poems"},
-                   "data": {"cassette.yaml": CASSETTE}},
-                  {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
-                   "metadata": {"name": "priced"},
-                   "spec": {"type": "replay", "cassette": {"configMapRef": {"name": "poems"}},
-                            "models": {"small": {"pricing": PRICING}}}},
-                  pipeline("first"))
+    kubectl.apply(*priced_provider(), pipeline("first"))
     first = kubectl.wait_phase("first", {"Succeeded", "Failed", "Invalid"},
                                timeout=120, operator=operator)["status"]
     assert first["phase"] == "Succeeded", json.dumps(first, indent=1)
@@ -170,12 +174,7 @@ def test_the_operator_collects_expired_cache_entries(
                                    "2020-01-02T00:00:00.000Z"),
                   _entry_configmap(fresh, "2026-01-01T00:00:00.000Z",
                                    "2999-01-01T00:00:00.000Z"),
-                  {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "poems"},
-                   "data": {"cassette.yaml": CASSETTE}},
-                  {"apiVersion": "stagecoach.dev/v1alpha1", "kind": "ModelProvider",
-                   "metadata": {"name": "priced"},
-                   "spec": {"type": "replay", "cassette": {"configMapRef": {"name": "poems"}},
-                            "models": {"small": {"pricing": PRICING}}}},
+                  *priced_provider(),
                   pipeline("collector"))
     status = kubectl.wait_phase("collector", {"Succeeded", "Failed", "Invalid"}, timeout=120,
                                 operator=operator)["status"]

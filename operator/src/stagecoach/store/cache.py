@@ -154,15 +154,18 @@ class StageCache:
         delete = getattr(self.store, "delete", None)
         if delete is None:
             return 0
+        read_all = getattr(self.store, "read_all", None)  # ConfigMaps: one LIST, with data
+        values: dict[str, bytes] | None = await read_all(CACHE) if read_all else None
         gone = 0
-        for k in await self.store.list(CACHE):
+        for k in sorted(values) if values is not None else await self.store.list(CACHE):
             if not k.endswith(".json"):
                 continue
             key = k[len(CACHE):-len(".json")]
             try:
-                entry = CacheEntry.from_json(await self.store.get(k), key)
+                data = values[k] if values is not None else await self.store.get(k)
             except StoreError:
                 continue
+            entry = CacheEntry.from_json(data, key)
             if entry is not None and now >= entry.expires_at:
                 try:
                     await delete(k)
