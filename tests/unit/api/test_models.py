@@ -96,6 +96,38 @@ def test_yaml_12_booleans_keep_on_as_a_key_and_unquoted_on_is_flagged() -> None:
     assert obj.spec.stages[0].retry and obj.spec.stages[0].retry.on == ["Timeout"]
 
 
+@pytest.mark.parametrize("loader", ["libyaml", "python"])
+def test_both_yaml_loaders_read_manifests_alike(loader: str, monkeypatch: pytest.MonkeyPatch,
+                                                ) -> None:
+    """Manifests are read with LibYAML where PyYAML has it; the pure Python loader is the
+    fallback. Both must give the same values, booleans, line numbers and problems."""
+    from pathlib import Path
+
+    import yaml
+    from stagecoach.api import manifest
+
+    if loader == "python":
+        monkeypatch.setattr(manifest, "_Yaml12Loader", manifest._PyYaml12Loader)
+    else:
+        assert yaml.__with_libyaml__, "PyYAML was built without LibYAML"
+        assert issubclass(manifest._Yaml12Loader, yaml.CSafeLoader)
+    text = ("apiVersion: stagecoach.dev/v1alpha1\nkind: AgentPipeline\nmetadata: {name: p}\n"
+            "spec:\n  params: {a: yes, b: 'on', c: true}\n  stages:\n  - name: a\n"
+            "    run: {image: x, command: [x]}\n    retry: {limit: 1, on: [Timeout]}\n"
+            "    timeout: 5m\n    timeout: 6m\n")
+    _, problems = load_documents(text)
+    assert [(p.path, p.line) for p in problems] == [("spec.stages[0].retry.on", 9),
+                                                     ("spec.stages[0].timeout", 11)]
+    _, broken = load_documents("a: [1, 2\nb: 3\n")
+    assert broken and broken[0].message.startswith("YAML syntax error") and broken[0].line
+    example = Path(__file__).parents[3] / "examples/research-report/pipeline.yaml"
+    loaded, problems = load_documents(example.read_text())
+    assert not problems and loaded
+    obj = manifest.parse_documents(text.replace("    timeout: 6m\n", "")).documents[0].obj
+    assert isinstance(obj, AgentPipeline)
+    assert obj.spec.params == {"a": "yes", "b": "on", "c": True}
+
+
 def test_dump_round_trips() -> None:
     p = _pipeline({"timeout": "1h30m", "stages": [{"name": "a", "run": {"image": "x",
                                                                          "command": ["y"]}}]})

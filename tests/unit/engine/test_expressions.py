@@ -161,3 +161,22 @@ def test_stage_references_ignore_string_literals() -> None:
     assert template_stage_refs("{{ stages.a.output }}{{ stages['b-c'].x }}{{ 'stages.z' }}"
                                "{% if stages.d %}{% endif %}") == {"a", "b-c", "d"}
     assert template_stage_refs("{{ (") == set()
+
+
+@pytest.mark.parametrize("source", [
+    "plain text", "{{ params.topic }} and {{ stages.a.output | tojson }}",
+    "{% if params.n is even %}{{ x }}{% else %}{{ y.z }}{% endif %}",
+    "{{ params.l | map(attribute='x') | join(sep) }}", "{{ [a, b] | length }} {{ c[d] }}",
+    "{% for x in params.l %}{{ x }}{{ loop.index }}{{ q }}{% endfor %}{{ x }}",
+    "{% set y = 1 %}{{ y }}{{ z }}", "{% with w = 1 %}{{ w }}{% endwith %}{{ w }}",
+    "{% macro m(a) %}{{ a }}{{ b }}{% endmacro %}{{ m(1) }}",
+    "{% set ns = namespace(k=0) %}{% set ns.k = 1 %}{{ ns.k }}",
+    "{% filter upper %}{{ f }}{% endfilter %}", "{{ g if h else i }}",
+])
+def test_undeclared_names_agree_with_jinja(source: str) -> None:
+    """The fast path for prompts that declare nothing gives Jinja2's own answer."""
+    from jinja2 import meta
+    from stagecoach.engine.expressions import _undeclared, template_env
+
+    ast = template_env().parse(source)
+    assert _undeclared(ast) == meta.find_undeclared_variables(ast)

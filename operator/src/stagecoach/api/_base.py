@@ -115,6 +115,9 @@ class ApiModel(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         use_attribute_docstrings=False,
+        # A model's validator is built on its first use, not at import: `validate`
+        # never touches the attempt or status models, and starts ~80 ms sooner.
+        defer_build=True,
     )
 
     def dump(self) -> dict[str, Any]:

@@ -341,7 +341,7 @@ def template_error(source: str) -> SourceError | None:
     for found in _unknown_names(ast, env):
         return found
     try:
-        unknown = sorted(meta.find_undeclared_variables(ast) - set(_VARIABLES))
+        unknown = sorted(_undeclared(ast) - set(_VARIABLES))
     except jinja2.TemplateSyntaxError as exc:  # what code generation still finds
         return SourceError(f"template error: {exc.message}", exc.lineno)
     except RecursionError:
@@ -351,6 +351,25 @@ def template_error(source: str) -> SourceError | None:
             f"unknown variable {unknown[0]!r}; templates can read {', '.join(_VARIABLES)}"
         )
     return None
+
+
+# Nodes that declare names (loop variables, ``set``, macros, ``with``, call blocks): only
+# a template holding one needs Jinja2's own analysis of what stays undeclared.
+_DECLARING = (nodes.For, nodes.Assign, nodes.AssignBlock, nodes.Macro, nodes.CallBlock,
+              nodes.With, nodes.FilterBlock, nodes.Scope, nodes.ScopedEvalContextModifier,
+              nodes.Block, nodes.OverlayScope)
+
+
+def _undeclared(ast: nodes.Template) -> set[str]:
+    """The names ``ast`` reads that it does not declare itself.
+
+    Most prompts declare nothing, and then every name they load is undeclared: reading
+    the Name nodes answers in microseconds, where ``meta.find_undeclared_variables``
+    generates the template's Python code (~0.3 ms a prompt, the bulk of validating a
+    500-stage pipeline). Anything that declares a name goes to Jinja2's analysis."""
+    if next(ast.find_all(_DECLARING), None) is not None:
+        return set(meta.find_undeclared_variables(ast))
+    return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"}
 
 
 def _unknown_names(ast: nodes.Template, env: jinja2.Environment) -> list[SourceError]:
