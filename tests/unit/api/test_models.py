@@ -120,6 +120,8 @@ def test_both_yaml_loaders_read_manifests_alike(loader: str, monkeypatch: pytest
                                                      ("spec.stages[0].timeout", 11)]
     _, broken = load_documents("a: [1, 2\nb: 3\n")
     assert broken and broken[0].message.startswith("YAML syntax error") and broken[0].line
+    _, deep = load_documents("a: " + "[" * 100_000 + "]" * 100_000 + "\n")
+    assert len(deep) == 1 and "nest" in deep[0].message, deep  # a problem, never a crash
     example = Path(__file__).parents[3] / "examples/research-report/pipeline.yaml"
     loaded, problems = load_documents(example.read_text())
     assert not problems and loaded
