@@ -107,7 +107,7 @@ def test_both_yaml_loaders_read_manifests_alike(loader: str, monkeypatch: pytest
     from stagecoach.api import manifest
 
     if loader == "python":
-        monkeypatch.setattr(manifest, "_Yaml12Loader", manifest._PyYaml12Loader)
+        monkeypatch.setattr(manifest, "_Yaml12Loader", manifest._yaml12(yaml.SafeLoader))
     else:
         assert yaml.__with_libyaml__, "PyYAML was built without LibYAML"
         assert issubclass(manifest._Yaml12Loader, yaml.CSafeLoader)

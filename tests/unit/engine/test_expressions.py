@@ -132,6 +132,7 @@ def test_every_listed_cel_function_exists_in_the_evaluator() -> None:
         ("{% from 'x' import y %}", "{% from %} is not supported", 1),
         ("{% extends 'x' %}", "{% extends %} is not supported", 1),
         ("x\n{{ params.x ", "template syntax error", 2),
+        ("{% for loop in params.l %}{% endfor %}", "special loop variable", 1),
         ("{{ " + "(" * 3000 + "1" + ")" * 3000 + " }}", "nested too deeply", None),
     ],
 )

@@ -127,8 +127,6 @@ def _yaml12(base: Any) -> Any:
 
 _Yaml12Loader: Any = _yaml12(_SafeLoader)
 """The manifest loader: LibYAML where PyYAML has it, else the pure Python one."""
-_PyYaml12Loader: Any = _yaml12(yaml.SafeLoader)
-"""The pure Python manifest loader (kept to test that both read manifests alike)."""
 
 
 _YAML11_BOOLS = {"on", "off", "yes", "no", "y", "n", "On", "Off", "Yes", "No", "ON", "OFF",

@@ -366,7 +366,10 @@ def _undeclared(ast: nodes.Template) -> set[str]:
     Most prompts declare nothing, and then every name they load is undeclared: reading
     the Name nodes answers in microseconds, where ``meta.find_undeclared_variables``
     generates the template's Python code (~0.3 ms a prompt, the bulk of validating a
-    500-stage pipeline). Anything that declares a name goes to Jinja2's analysis."""
+    500-stage pipeline). Anything that declares a name goes to Jinja2's analysis. The
+    fast path misses none of code generation's own errors: those need a declaring node
+    (``loop`` as a loop target, a macro's ``caller``, a block defined twice) or are
+    unknown filters and tests, which ``_unknown_names`` reports first."""
     if next(ast.find_all(_DECLARING), None) is not None:
         return set(meta.find_undeclared_variables(ast))
     return {n.name for n in ast.find_all(nodes.Name) if n.ctx == "load"}
