@@ -28,7 +28,7 @@ from stagecoach.engine import (
 )
 
 from .sim import T0, Result, always_ok, resolved, simulate
-from .test_plan import agent, run_
+from .test_planner import agent, run_
 
 SLOW_RETRY = {"limit": 2, "backoff": {"initial": "30s", "factor": 1, "max": "30s", "jitter": 0}}
 

@@ -5,34 +5,94 @@ Imports only the standard library, :mod:`stagecoach.api` and the expression libr
 ``stagecoach validate``, the local executor and the operator.
 """
 
-from .actions import (
-    Action,
-    FinishPipeline,
-    RecordDecision,
-    ResetIteration,
-    ScheduleRetry,
-    SkipStage,
-    StageEvent,
-    StartAttempt,
-    StopAttempt,
-    timestamp,
-    trace_events,
-)
-from .control import SHUTDOWN_MODES, ApprovalDecision, ApprovalVerdict, Control, approval_inputs
-from .dag import Graph, GraphError, build
-from .expressions import (
-    CelResult,
-    ExpressionError,
-    check_cel,
-    check_template,
-    evaluate_cel,
-    render_template,
-)
-from .plan import AttemptOutcome, Plan, cancel, new_state, observe, plan, step, variables
-from .reuse import PriorStage, ReuseVerdict, apply_reuse, prior_stages, reusable
-from .state import Instance, RunState, StageRun, Tokens, dump_state, load_state, output_refs
-from .status import to_status
-from .validation import validate_manifests, validate_pipeline
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from .actions import (
+        Action,
+        FinishPipeline,
+        RecordDecision,
+        ResetIteration,
+        ScheduleRetry,
+        SkipStage,
+        StageEvent,
+        StartAttempt,
+        StopAttempt,
+        timestamp,
+        trace_events,
+    )
+    from .control import SHUTDOWN_MODES, ApprovalDecision, ApprovalVerdict, Control, approval_inputs
+    from .dag import Graph, GraphError, build
+    from .expressions import (
+        CelResult,
+        ExpressionError,
+        check_cel,
+        check_template,
+        evaluate_cel,
+        render_template,
+    )
+    from .planner import AttemptOutcome, Plan, cancel, new_state, observe, plan, step, variables
+    from .reuse import PriorStage, ReuseVerdict, apply_reuse, prior_stages, reusable
+    from .state import Instance, RunState, StageRun, Tokens, dump_state, load_state, output_refs
+    from .status import to_status
+    from .validation import validate_manifests, validate_pipeline
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "actions": (
+        "Action",
+        "FinishPipeline",
+        "RecordDecision",
+        "ResetIteration",
+        "ScheduleRetry",
+        "SkipStage",
+        "StageEvent",
+        "StartAttempt",
+        "StopAttempt",
+        "timestamp",
+        "trace_events",
+    ),
+    "control": (
+        "SHUTDOWN_MODES",
+        "ApprovalDecision",
+        "ApprovalVerdict",
+        "Control",
+        "approval_inputs",
+    ),
+    "dag": ("Graph", "GraphError", "build"),
+    "expressions": (
+        "CelResult",
+        "ExpressionError",
+        "check_cel",
+        "check_template",
+        "evaluate_cel",
+        "render_template",
+    ),
+    "planner": (
+        "AttemptOutcome",
+        "Plan",
+        "cancel",
+        "new_state",
+        "observe",
+        "plan",
+        "step",
+        "variables",
+    ),
+    "reuse": ("PriorStage", "ReuseVerdict", "apply_reuse", "prior_stages", "reusable"),
+    "state": (
+        "Instance",
+        "RunState",
+        "StageRun",
+        "Tokens",
+        "dump_state",
+        "load_state",
+        "output_refs",
+    ),
+    "status": ("to_status",),
+    "validation": ("validate_manifests", "validate_pipeline"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "SHUTDOWN_MODES",

@@ -1,4 +1,4 @@
-"""What :func:`~stagecoach.engine.plan.plan` asks the shells to do, and the trace it leaves.
+"""What :func:`~stagecoach.engine.planner.plan` asks the shells to do, and the trace it leaves.
 
 Actions are values. Two of them need a side effect (:class:`StartAttempt` starts a Job or
 an in-process attempt; :class:`StopAttempt` stops one); every action also turns into a

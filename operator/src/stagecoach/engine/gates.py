@@ -1,7 +1,7 @@
 """The planner's run-control and approval steps (DESIGN §9), kept apart from scheduling.
 
 Suspend, stop, terminate and approval gates change *whether* work starts, not *how* it
-is scheduled, so they live here as a mixin of :class:`stagecoach.engine.plan._Planner`:
+is scheduled, so they live here as a mixin of :class:`stagecoach.engine.planner._Planner`:
 it records each control transition once (``PipelineSuspended``, ``PipelineResumed``,
 ``ShutdownRequested``), opens an approval stage's wait (``ApprovalRequested``), applies
 or refuses decisions (``ApprovalDecided``; refused ones never change the state) and ends

@@ -23,7 +23,7 @@ from typing import Any
 from ..api import ResolvedPipeline
 from .actions import Action, StageEvent
 from .dag import build
-from .plan import Plan
+from .planner import Plan
 from .state import Instance, RunState, copy_state
 
 __all__ = ["PriorStage", "ReuseVerdict", "apply_reuse", "prior_stages", "reusable"]

@@ -1,8 +1,8 @@
 """The run state the engine plans over: plain data, serialisable, no behaviour.
 
-Shells own a :class:`RunState` and hand it to :func:`stagecoach.engine.plan.plan`, which
+Shells own a :class:`RunState` and hand it to :func:`stagecoach.engine.planner.plan`, which
 returns a new one; they never edit it themselves except through
-:func:`stagecoach.engine.plan.observe` (an attempt finished) and ``cancel``. The local
+:func:`stagecoach.engine.planner.observe` (an attempt finished) and ``cancel``. The local
 executor keeps it in memory (and writes ``status.json``); the operator rebuilds it from
 the CR status and the store. No side effects.
 """

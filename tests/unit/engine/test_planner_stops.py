@@ -12,7 +12,7 @@ from typing import Any
 from stagecoach.engine import RecordDecision, StopAttempt, Tokens, to_status
 
 from .sim import T0, Result, resolved, simulate
-from .test_plan import agent, run_
+from .test_planner import agent, run_
 
 SLOW_RETRY = {"limit": 3, "backoff": {"initial": "30s", "factor": 2, "max": "1m", "jitter": 0}}
 

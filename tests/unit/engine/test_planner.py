@@ -324,7 +324,7 @@ def test_state_round_trips_without_payloads() -> None:
 
 def test_waiting_stage_status_carries_the_retry_reason_and_message() -> None:
     from stagecoach.engine import observe, to_status
-    from stagecoach.engine.plan import AttemptOutcome
+    from stagecoach.engine.planner import AttemptOutcome
 
     p = resolved({"stages": [run_("a", retry={"limit": 1})]})
     first = plan(p, new_state(p), T0)
