@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import socket
 import statistics
 import subprocess
@@ -174,6 +175,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--delay-ms", type=float, default=20.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed in-process runs per peer and graph first (default: "
+                         "%(default)s), so one-time work (template compiles, schema and "
+                         "connection set-up) is not counted as per-stage overhead")
     ap.add_argument("--workdir", type=Path, default=Path(".stagecoach/bench"),
                     help="where run directories go (default: %(default)s)")
     ap.add_argument("--langgraph-program", nargs=2, metavar=("GRAPH", "URL"),
@@ -209,6 +214,11 @@ def main() -> None:
             crit = depth(graph) * args.delay_ms / 1000
             results: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
             whole: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
+            for _ in range(args.warmup):
+                with _workdir(args.workdir) as tmp:
+                    asyncio.run(run_stagecoach(graph, provider, Path(tmp)))
+                if have_langgraph:
+                    asyncio.run(run_langgraph(graph, url))
             for _ in range(args.repeat):
                 with _workdir(args.workdir) as tmp:
                     results["stagecoach"].append(
@@ -225,7 +235,8 @@ def main() -> None:
                 rows.append((label, peer, len(graph), depth(graph), crit, m, m / crit,
                              (m - crit) / len(graph) * 1000, statistics.median(whole[peer])))
         print(f"\nLocal orchestration overhead, provider delay {args.delay_ms:.0f} ms, "
-              f"median of {args.repeat} runs, run directories under {args.workdir}")
+              f"median of {args.repeat} runs after {args.warmup} untimed, run directories "
+              f"under {args.workdir}")
         print(f"{'graph':24} {'peer':11} {'stages':>6} {'depth':>5} {'crit(s)':>8} "
               f"{'makespan(s)':>11} {'ratio':>6} {'overhead/stage(ms)':>19} "
               f"{'process(s)':>10}")
@@ -251,9 +262,45 @@ def main() -> None:
         print(f"\n500-stage replay run (layered, 25 wide): executor {m:.2f} s median, "
               f"{len(graph) / m:.0f} stages/s; `stagecoach run` with reports {w:.2f} s, "
               f"{len(graph) / w:.0f} stages/s")
+        cli_start(args.repeat)
     finally:
         server.terminate()
         server.wait(10)
+
+
+def _timed(argv: list[str], runs: int) -> tuple[float, float]:
+    """Median wall and CPU (user + system) seconds of running ``argv`` ``runs`` times."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        assert done.returncode == 0, done.stderr[-2000:]
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def cli_start(repeat: int) -> None:
+    """``stagecoach validate`` of the small example beside the bare interpreter and an
+    import of LangGraph's graph API, so a slow or noisy machine shows as such."""
+    example = Path(__file__).parents[1] / "examples" / "research-report" / "pipeline.yaml"
+    exe = str(Path(sys.executable).with_name("stagecoach"))
+    runs = max(11, 7 * repeat)
+    rows = [("python -c pass", [sys.executable, "-c", "pass"]),
+            ("stagecoach validate (research example)", [exe, "validate", str(example)]),
+            ("python -c 'import langgraph.graph'",
+             [sys.executable, "-c", "import langgraph.graph"])]
+    print(f"\nCLI start, median of {runs} runs")
+    print(f"{'command':40} {'wall(ms)':>9} {'cpu(ms)':>8}")
+    for label, argv in rows:
+        try:
+            wall, cpu = _timed(argv, runs)
+        except AssertionError as failed:  # e.g. langgraph not installed
+            print(f"{label:40} failed: {str(failed).strip().splitlines()[-1:]}")
+            continue
+        print(f"{label:40} {wall * 1000:9.0f} {cpu * 1000:8.0f}")
 
 
 if __name__ == "__main__":
