@@ -174,7 +174,7 @@ def _workdir(root: Path) -> tempfile.TemporaryDirectory[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--delay-ms", type=float, default=20.0)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed in-process runs per peer and graph first (default: "
                          "%(default)s), so one-time work (template compiles, schema and "
@@ -212,8 +212,10 @@ def main() -> None:
                            ("layered 200 (20 wide)", "layered-200")):
             graph = GRAPHS[key]()
             crit = depth(graph) * args.delay_ms / 1000
-            results: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
-            whole: dict[str, list[float]] = {"stagecoach": [], "langgraph": []}
+            results: dict[str, list[float]] = {"stagecoach": [], "langgraph": [],
+                                               "sc-tmpfs": []}
+            whole: dict[str, list[float]] = {"stagecoach": [], "langgraph": [],
+                                             "sc-tmpfs": []}
             for _ in range(args.warmup):
                 with _workdir(args.workdir) as tmp:
                     asyncio.run(run_stagecoach(graph, provider, Path(tmp)))
@@ -228,25 +230,39 @@ def main() -> None:
                 if have_langgraph:
                     results["langgraph"].append(asyncio.run(run_langgraph(graph, url)))
                     whole["langgraph"].append(process_langgraph(key, url))
+                if TMPFS.is_dir():  # the same run with its directory in memory
+                    with _workdir(TMPFS / "stagecoach-bench") as tmp:
+                        results["sc-tmpfs"].append(
+                            asyncio.run(run_stagecoach(graph, provider, Path(tmp))))
+                    with _workdir(TMPFS / "stagecoach-bench") as tmp:
+                        whole["sc-tmpfs"].append(
+                            process_stagecoach(graph, provider, Path(tmp)))
             for peer, times in results.items():
                 if not times:
                     continue
                 m = statistics.median(times)
                 rows.append((label, peer, len(graph), depth(graph), crit, m, m / crit,
-                             (m - crit) / len(graph) * 1000, statistics.median(whole[peer])))
+                             (m - crit) / len(graph) * 1000,
+                             (min(times) - crit) / len(graph) * 1000,
+                             statistics.median(whole[peer])))
         print(f"\nLocal orchestration overhead, provider delay {args.delay_ms:.0f} ms, "
               f"median of {args.repeat} runs after {args.warmup} untimed, run directories "
               f"under {args.workdir}")
         print(f"{'graph':24} {'peer':11} {'stages':>6} {'depth':>5} {'crit(s)':>8} "
               f"{'makespan(s)':>11} {'ratio':>6} {'overhead/stage(ms)':>19} "
-              f"{'process(s)':>10}")
+              f"{'best(ms)':>8} {'process(s)':>10}")
         for r in rows:
             print(f"{r[0]:24} {r[1]:11} {r[2]:6d} {r[3]:5d} {r[4]:8.3f} {r[5]:11.3f} "
-                  f"{r[6]:6.2f} {r[7]:19.2f} {r[8]:10.3f}")
+                  f"{r[6]:6.2f} {r[7]:19.2f} {r[8]:8.2f} {r[9]:10.3f}")
         print("process: wall time of the whole program (`stagecoach run FILE` with its "
               "trace, report and summary; a Python program importing LangGraph)")
+        print("overhead/stage: (median makespan - critical path) / stages; best: the same "
+              "from the fastest run (the least disturbed by a noisy machine)")
+        print("sc-tmpfs: Stagecoach with its run directory on tmpfs (not durable; shows "
+              "what the disk costs)")
         if not have_langgraph:
             print("(langgraph not installed: `make bench` installs it)")
+        disk_cost(args.workdir)
         graph = GRAPHS["layered-500"]()
         cassette = [{"stage": n, "response": {"content": "ok", "usage": {"input": 5,
                                                                            "output": 1}}}
@@ -266,6 +282,35 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+TMPFS = Path("/dev/shm")
+
+
+def disk_cost(workdir: Path, files: int = 300) -> None:
+    """What the run directory's disk charges for the files a stage writes: a directory,
+    a temporary file renamed into place; next to tmpfs, so a slow disk shows as such."""
+    import os
+    import shutil
+
+    print(f"\nDisk: a new directory + a file renamed into place ({files} of them)")
+    for root in (workdir, TMPFS / "stagecoach-bench"):
+        if not root.parent.is_dir():
+            continue
+        root.mkdir(parents=True, exist_ok=True)
+        base = Path(tempfile.mkdtemp(dir=root))
+        try:
+            started, cpu = time.perf_counter(), time.process_time()
+            for i in range(files):
+                d = base / f"s{i}"
+                d.mkdir()
+                (d / ".1.json.tmp").write_bytes(b"x" * 200)
+                os.replace(d / ".1.json.tmp", d / "1.json")
+            wall = (time.perf_counter() - started) / files
+            cpu = (time.process_time() - cpu) / files
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print(f"  {root!s:40} {wall * 1000:6.3f} ms wall, {cpu * 1000:6.3f} ms CPU per stage")
 
 
 def _timed(argv: list[str], runs: int) -> tuple[float, float]:

@@ -68,5 +68,5 @@ class FakeClock:
 
 def format_ts(moment: datetime) -> str:
     """``2026-11-24T10:00:00.123Z``: UTC, milliseconds, so timestamps sort as text."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is C; strftime costs several times as much, and every event has one.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

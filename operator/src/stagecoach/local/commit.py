@@ -58,6 +58,8 @@ class GroupCommitStore(LocalStore):
         """Values not yet on disk, by path (a later put of the same key replaces)."""
         self._appends: dict[Path, builtins.list[bytes]] = {}
         """Trace lines not yet on disk, by record."""
+        self._records: dict[str, Path] = {}
+        """Each writer's record file (a path is checked and built once, not per event)."""
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cached = 0
         self._cache_limit = cache_bytes
@@ -95,8 +97,10 @@ class GroupCommitStore(LocalStore):
     async def append_trace(self, writer_id: str, events: builtins.list[dict[str, Any]]) -> None:
         """Buffer the events' lines for the next commit."""
         if events:
-            self._appends.setdefault(self._path(trace_key(writer_id)), []).append(
-                encode_events(events))
+            path = self._records.get(writer_id)
+            if path is None:
+                path = self._records[writer_id] = self._path(trace_key(writer_id))
+            self._appends.setdefault(path, []).append(encode_events(events))
 
     async def read_trace(self) -> builtins.list[dict[str, Any]]:
         """Every record merged, pending lines included (they are committed first)."""

@@ -177,6 +177,8 @@ class LocalExecutor:
         self._status_at: datetime | None = None
         self._status_key: tuple[Any, ...] | None = None
         self._status_dirty = False
+        self._status_text: str | None = None
+        """What ``status.json`` says now (the end of a run does not write it again)."""
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._passes: list[_Pass] = []
         """Passes planned but not yet durable, oldest first."""
@@ -620,8 +622,9 @@ class LocalExecutor:
         refs = {name: self.store.ref(ref) if self._external_refs else ref
                 for name, ref in self._output_refs(self.durable).items()}
         try:
-            self.run_dir.write_status(to_status(self.pipeline, self.durable, output_refs=refs,
-                                                trace_ref=str(self.run_dir.trace)))
+            status = to_status(self.pipeline, self.durable, output_refs=refs,
+                               trace_ref=str(self.run_dir.trace))
+            self._status_text = self.run_dir.write_status(status, unless=self._status_text)
         except OSError as e:
             self._note(f"cannot write {self.run_dir.status}: {e}")
         self._status_dirty = False

@@ -69,10 +69,13 @@ class RunDir:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
 
-    def write_status(self, status: PipelineStatus) -> None:
-        """Replace ``status.json``."""
-        self._atomic(self.status, status.model_dump_json(by_alias=True, exclude_none=True,
-                                                         indent=2))
+    def write_status(self, status: PipelineStatus, *, unless: str | None = None) -> str:
+        """Replace ``status.json``, unless its text would be ``unless`` (what the caller
+        wrote last: the file already says it). Returns the text."""
+        text = status.model_dump_json(by_alias=True, exclude_none=True, indent=2)
+        if text != unless:
+            self._atomic(self.status, text)
+        return text
 
     def write_state(self, pipeline: str, uid: str, state: dict[str, Any],
                     store: dict[str, Any] | None) -> None:

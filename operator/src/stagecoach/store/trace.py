@@ -30,12 +30,13 @@ ONCE = frozenset({
 """Event types that identify themselves by (type, stage, iteration, attempt, index)."""
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every line (``json.dumps`` with options builds a new one per call)."""
+
+
 def encode_events(events: Iterable[dict[str, Any]]) -> bytes:
     """JSON lines, one event per line, newline-terminated."""
-    return b"".join(
-        json.dumps(e, ensure_ascii=False, separators=(",", ":"), default=str).encode() + b"\n"
-        for e in events
-    )
+    return "".join(_ENCODER.encode(e) + "\n" for e in events).encode()
 
 
 def parse_events(data: bytes) -> list[dict[str, Any]]:
