@@ -75,3 +75,17 @@ def test_validate_imports_no_planner() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_local_run_does_not_load_the_s3_client() -> None:
+    # obstore is a native extension that takes ~50 ms to load; only an S3 store needs it
+    code = ("import sys\nimport stagecoach.cli.run, stagecoach.store\n"
+            "from stagecoach.store import S3Store\n"
+            "assert 'obstore' not in sys.modules, 'obstore loaded'\n"
+            "from obstore.store import MemoryStore\n"
+            "import asyncio\n"
+            "s = S3Store('b', object_store=MemoryStore())\n"
+            "asyncio.run(s.put('k', b'v'))\n"
+            "assert asyncio.run(s.get('k')) == b'v'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

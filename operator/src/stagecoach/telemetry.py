@@ -22,6 +22,7 @@ when the pipeline finishes (``start_time`` = ``status.startedAt``). API for the 
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
@@ -30,7 +31,6 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from stagecoach_runner import telemetry as _runner
 
@@ -55,19 +55,29 @@ _NEXT_IDS: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextV
     "stagecoach_next_span_ids", default=None)
 
 
-class PipelineIdGenerator(IdGenerator):
-    """Random ids, except for the root span being started by :func:`start_pipeline_span`."""
+@functools.cache
+def _id_generator_class() -> type[Any]:
+    """The SDK's id generator with pipeline root ids (built on first use: the SDK takes
+    ~15 ms to import, and only a process that exports spans needs it)."""
+    from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
+    class PipelineIdGenerator(IdGenerator):
+        """Random ids, except for the root span :func:`start_pipeline_span` starts."""
 
-    def generate_span_id(self) -> int:
-        ids = _NEXT_IDS.get()
-        return ids[1] if ids else self._random.generate_span_id()
+        stagecoach_pipeline_ids = True
 
-    def generate_trace_id(self) -> int:
-        ids = _NEXT_IDS.get()
-        return ids[0] if ids else self._random.generate_trace_id()
+        def __init__(self) -> None:
+            self._random = RandomIdGenerator()
+
+        def generate_span_id(self) -> int:
+            ids = _NEXT_IDS.get()
+            return ids[1] if ids else self._random.generate_span_id()
+
+        def generate_trace_id(self) -> int:
+            ids = _NEXT_IDS.get()
+            return ids[0] if ids else self._random.generate_trace_id()
+
+    return PipelineIdGenerator
 
 
 def pipeline_ids(uid: str) -> tuple[int, int]:
@@ -81,12 +91,15 @@ def pipeline_ids(uid: str) -> tuple[int, int]:
 def configure(service_name: str = "stagecoach",
               environ: Mapping[str, str] | None = None) -> bool:
     """Install the OTLP/HTTP provider for this process; False when tracing is off."""
-    return _runner.configure(service_name, environ, id_generator=PipelineIdGenerator())
+    if not _runner.enabled(environ):
+        return _runner.configure(service_name, environ)  # someone else's SDK, or none
+    return _runner.configure(service_name, environ, id_generator=_id_generator_class()())
 
 
 def _deterministic() -> bool:
     provider: Any = trace.get_tracer_provider()
-    return isinstance(getattr(provider, "id_generator", None), PipelineIdGenerator)
+    return getattr(getattr(provider, "id_generator", None), "stagecoach_pipeline_ids", False) \
+        is True
 
 
 def pipeline_traceparent(uid: str) -> str | None:

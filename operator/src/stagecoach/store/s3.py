@@ -41,14 +41,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import obstore
-from obstore.exceptions import (
-    BaseError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-)
-from obstore.store import S3Store as _ObstoreS3
-
 from stagecoach.api import StoreRef
 
 from ._protocol import NotFound, StoreError, TooLarge
@@ -57,6 +49,9 @@ from .trace import encode_events, merge_trace, parse_events
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
+
+# obstore (a native extension, ~50 ms to load) is imported where an S3 store is used, so
+# a local run or ``validate``, which only import this module, never pay for it.
 
 __all__ = [
     "CREDENTIAL_KEYS",
@@ -172,6 +167,9 @@ class S3Store:
                 config["session_token"] = token
         if allow_http is None:
             allow_http = bool(endpoint and endpoint.startswith("http://"))
+        from obstore.exceptions import BaseError
+        from obstore.store import S3Store as _ObstoreS3
+
         try:
             self._os = _ObstoreS3(
                 bucket,
@@ -217,6 +215,8 @@ class S3Store:
         """Write one object (multipart above :data:`MULTIPART_CHUNK`); atomic in S3."""
         if len(data) > self.max_value_bytes:
             raise TooLarge(key, len(data), self.max_value_bytes)
+        import obstore
+
         path = self._path(key)
         try:
             await asyncio.to_thread(obstore.put, self._os, path, data,
@@ -227,6 +227,8 @@ class S3Store:
 
     async def get(self, key: str) -> bytes:
         """Read one object; :class:`NotFound` when missing."""
+        import obstore
+
         path = self._path(key)
         try:
             return await asyncio.to_thread(lambda: obstore.get(self._os, path).bytes().to_bytes())
@@ -235,6 +237,8 @@ class S3Store:
 
     async def delete(self, key: str) -> None:
         """Delete one object (missing is fine)."""
+        import obstore
+
         path = self._path(key)
         try:
             await asyncio.to_thread(obstore.delete, self._os, path)
@@ -245,6 +249,8 @@ class S3Store:
 
     async def list(self, prefix: str = "") -> builtins.list[str]:
         """Keys starting with ``prefix`` (a plain string prefix, as in every store), sorted."""
+        import obstore
+
         directory = prefix.rpartition("/")[0]
         where = self._path(directory) if directory else (self.prefix or None)
         try:
@@ -296,6 +302,8 @@ class S3Store:
     # -- errors ------------------------------------------------------------------------
     def _error(self, exc: Exception, op: str, key: str) -> StoreError:
         """A :class:`StoreError` a user can act on, from whatever obstore raised."""
+        from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
+
         text = str(exc)
         where = self.endpoint or "AWS S3"
         if "NoSuchBucket" in text:
