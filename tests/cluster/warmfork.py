@@ -165,6 +165,9 @@ def _recv(conn: socket.socket) -> tuple[dict[str, object], list[int]] | None:
 
 def serve(sock_path: Path) -> None:
     """The zygote: import the runner, then fork a child per shim connection."""
+    # The stores import obstore (S3) only when one is used; an S3 stage pod would load it
+    # per fork, so the zygote loads it once, as it did when the store package imported it.
+    import obstore  # noqa: F401
     import stagecoach.store.configmap  # noqa: F401
     import stagecoach_runner.__main__
     import stagecoach_runner.attempt
