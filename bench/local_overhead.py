@@ -322,7 +322,9 @@ def _timed(argv: list[str], runs: int) -> tuple[float, float]:
         done = subprocess.run(argv, capture_output=True, text=True)
         walls.append(time.perf_counter() - started)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        assert done.returncode == 0, done.stderr[-2000:]
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip()
+                               else f"exit {done.returncode}")
         cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return statistics.median(walls), statistics.median(cpus)
 
@@ -342,8 +344,8 @@ def cli_start(repeat: int) -> None:
     for label, argv in rows:
         try:
             wall, cpu = _timed(argv, runs)
-        except AssertionError as failed:  # e.g. langgraph not installed
-            print(f"{label:40} failed: {str(failed).strip().splitlines()[-1:]}")
+        except RuntimeError as failed:  # e.g. langgraph not installed
+            print(f"{label:40} failed: {failed}")
             continue
         print(f"{label:40} {wall * 1000:9.0f} {cpu * 1000:8.0f}")
 

@@ -64,8 +64,6 @@ def _id_generator_class() -> type[Any]:
     class PipelineIdGenerator(IdGenerator):
         """Random ids, except for the root span :func:`start_pipeline_span` starts."""
 
-        stagecoach_pipeline_ids = True
-
         def __init__(self) -> None:
             self._random = RandomIdGenerator()
 
@@ -97,9 +95,9 @@ def configure(service_name: str = "stagecoach",
 
 
 def _deterministic() -> bool:
+    """Whether this process's SDK is ours (called only with an SDK active: loads it)."""
     provider: Any = trace.get_tracer_provider()
-    return getattr(getattr(provider, "id_generator", None), "stagecoach_pipeline_ids", False) \
-        is True
+    return isinstance(getattr(provider, "id_generator", None), _id_generator_class())
 
 
 def pipeline_traceparent(uid: str) -> str | None:

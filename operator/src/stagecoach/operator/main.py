@@ -27,6 +27,7 @@ import kopf
 from .. import GROUP, VERSION, telemetry
 from ..api import Storage
 from ..store import StoreError
+from ..store.s3 import load_client
 from .jobs import MANAGED_BY, PROVIDER_LABEL, JobOptions
 from .kube import Kube
 from .metrics import Metrics, serve
@@ -96,6 +97,7 @@ def build_registry(options: JobOptions, kubeconfig: str | None = None,
         settings.watching.field_selectors[("v1", "pods")] = "status.phase=Succeeded"
         import os
 
+        load_client()  # before any reconcile: importing it later would stall the loop
         memo.kube = await Kube.connect(kubeconfig)
         if manage_stage_policy:
             from .policy import approval_policy, stage_policy

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from obstore.store import ObjectStore
 
 # obstore (a native extension, ~50 ms to load) is imported where an S3 store is used, so
-# a local run or ``validate``, which only import this module, never pay for it.
+# a local run or ``validate``, which only import this module, never pay for it; a
+# long-lived process calls :func:`load_client` at start instead.
 
 __all__ = [
     "CREDENTIAL_KEYS",
@@ -59,8 +60,10 @@ __all__ = [
     "MULTIPART_CHUNK",
     "S3Store",
     "credentials_env",
+    "load_client",
     "run_prefix",
 ]
+
 
 MAX_VALUE_BYTES = 100 * 1024 * 1024
 """Largest value :meth:`S3Store.put` accepts (larger raises :class:`TooLarge`)."""
@@ -105,6 +108,12 @@ def run_prefix(prefix: str, namespace: str | None, pipeline: str, uid: str) -> s
         if safe:
             parts.append(safe)
     return "/".join(parts)
+
+
+def load_client() -> None:
+    """Import obstore now: the operator's first S3 store must not stall its event loop."""
+    import obstore.exceptions
+    import obstore.store  # noqa: F401
 
 
 class S3Store:
